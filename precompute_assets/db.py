@@ -1,0 +1,97 @@
+"""Engines for every database the project owns: the source, the ledger and the report store.
+
+SQLite files get WAL and a busy timeout, because shards write the ledger from several
+processes at once and SQLite otherwise answers concurrent writers with "database is locked".
+Write transactions on SQLite start with ``BEGIN IMMEDIATE`` so that a transaction that reads
+before it writes waits for the lock instead of failing on the upgrade.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_WRITE_OPTION = "precompute_write"
+
+
+class DatabaseUnavailableError(RuntimeError):
+    """A database could not be reached; the message names its URL without the password."""
+
+
+def safe_url(url: str | URL) -> str:
+    """The URL as it may be printed: the password masked."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def sqlite_url(path: str | Path) -> str:
+    return f"sqlite:///{Path(path).resolve()}"
+
+
+def create_engine_for(url: str | URL, *, must_exist: bool = False) -> Engine:
+    """An engine for ``url``; SQLite files are created with their folder, in WAL mode.
+
+    With ``must_exist`` a missing SQLite file is an error rather than a new empty database.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        path = Path(parsed.database)
+        if must_exist and not path.exists():
+            raise DatabaseUnavailableError(
+                f"cannot reach database {safe_url(parsed)}: no such file"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @sa.event.listens_for(engine, "connect")
+    def _configure(dbapi_connection, _record) -> None:
+        # Let SQLAlchemy, not the driver, decide when transactions begin (see "begin" below).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        immediate = connection.get_execution_options().get(_WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that takes the write lock up front on SQLite (a no-op elsewhere)."""
+    with engine.connect() as connection:
+        connection = connection.execution_options(**{_WRITE_OPTION: True})
+        with connection.begin():
+            yield connection
+
+
+@contextmanager
+def snapshot_transaction(engine: Engine) -> Iterator[Connection]:
+    """A read transaction whose statements all see one snapshot (header and rows agree)."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            connection = connection.execution_options(isolation_level="REPEATABLE READ")
+        with connection.begin():
+            yield connection
+
+
+def check_reachable(engine: Engine) -> None:
+    """Raise DatabaseUnavailableError, naming the URL without its password, if unreachable."""
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    except sa.exc.OperationalError as error:
+        raise DatabaseUnavailableError(
+            f"cannot reach database {safe_url(engine.url)}: {error.orig}"
+        ) from error

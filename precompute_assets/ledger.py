@@ -1,0 +1,180 @@
+"""The batch ledger: every batch's contribution, upserted under ``(tool, scope, generation, batch)``.
+
+Upserting by key makes a retried or duplicated batch overwrite itself, so the report is a fold
+over distinct batches whatever ran twice or in which order. A job that crashed is resumed by the
+next run with the same plan, and the batches already in the ledger are not scanned again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Connection, Engine
+
+from precompute_assets.contract import Extent
+from precompute_assets.db import write_transaction
+from precompute_assets.plan import JobPlan, plan_fingerprint
+
+metadata = sa.MetaData()
+
+jobs = sa.Table(
+    "precompute_jobs",
+    metadata,
+    sa.Column("tool", sa.String(100), primary_key=True),
+    sa.Column("scope", sa.String(200), primary_key=True),
+    sa.Column("generation", sa.Integer, primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # open, closed or superseded
+    sa.Column("extent", sa.Text, nullable=False),
+    sa.Column("batch_size", sa.Integer, nullable=False),
+    sa.Column("opened_at", sa.Float, nullable=False),
+    sa.Column("closed_at", sa.Float),
+)
+
+batches = sa.Table(
+    "precompute_batches",
+    metadata,
+    sa.Column("tool", sa.String(100), primary_key=True),
+    sa.Column("scope", sa.String(200), primary_key=True),
+    sa.Column("generation", sa.Integer, primary_key=True),
+    sa.Column("batch", sa.Integer, primary_key=True),
+    sa.Column("contribution", sa.Text, nullable=False),
+    sa.Column("scanned_at", sa.Float, nullable=False),
+)
+
+
+def encode(contribution: Any) -> str:
+    return json.dumps(contribution, separators=(",", ":"), sort_keys=True)
+
+
+def decode(text: str) -> Any:
+    return json.loads(text)
+
+
+class Ledger:
+    """The durable SQL ledger (SQLite or PostgreSQL)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        metadata.create_all(engine)
+
+    def open_job(self, tool: str, scope: str, extent: Extent, batch_size: int) -> JobPlan:
+        """Resume the open job with the same plan, or start a new generation and drop older ones."""
+        fingerprint = plan_fingerprint(extent, batch_size)
+        key = (jobs.c.tool == tool) & (jobs.c.scope == scope)
+        with write_transaction(self.engine) as connection:
+            latest = connection.execute(
+                sa.select(jobs).where(key).order_by(jobs.c.generation.desc()).limit(1)
+            ).first()
+            if latest is not None and latest.status == "open" and latest.fingerprint == fingerprint:
+                stored = json.loads(latest.extent)
+                return JobPlan(
+                    tool,
+                    scope,
+                    latest.generation,
+                    Extent(**stored),
+                    batch_size,
+                    resumed=True,
+                    started_at=time.time(),
+                )
+            generation = 1 if latest is None else latest.generation + 1
+            connection.execute(
+                jobs.update().where(key & (jobs.c.status == "open")).values(status="superseded")
+            )
+            connection.execute(
+                batches.delete().where((batches.c.tool == tool) & (batches.c.scope == scope))
+            )
+            connection.execute(
+                jobs.insert().values(
+                    tool=tool,
+                    scope=scope,
+                    generation=generation,
+                    fingerprint=fingerprint,
+                    status="open",
+                    extent=json.dumps(_extent_json(extent)),
+                    batch_size=batch_size,
+                    opened_at=time.time(),
+                )
+            )
+        return JobPlan(
+            tool, scope, generation, extent, batch_size, resumed=False, started_at=time.time()
+        )
+
+    def recorded(self, plan: JobPlan, indices: Iterable[int] | None = None) -> set[int]:
+        """Batch indices of this job already in the ledger (optionally among ``indices``)."""
+        query = sa.select(batches.c.batch).where(_job_key(plan))
+        if indices is not None:
+            wanted = list(indices)
+            if not wanted:
+                return set()
+            query = query.where(batches.c.batch.between(min(wanted), max(wanted)))
+        with self.engine.connect() as connection:
+            return {row.batch for row in connection.execute(query)}
+
+    def record(self, connection: Connection, plan: JobPlan, index: int, contribution: Any) -> None:
+        """Upsert one batch's contribution; call inside a transaction on this ledger's engine."""
+        values = {
+            "tool": plan.tool,
+            "scope": plan.scope,
+            "generation": plan.generation,
+            "batch": index,
+            "contribution": encode(contribution),
+            "scanned_at": time.time(),
+        }
+        insert = _dialect_insert(connection)(batches).values(**values)
+        connection.execute(
+            insert.on_conflict_do_update(
+                index_elements=["tool", "scope", "generation", "batch"],
+                set_={"contribution": insert.excluded.contribution, "scanned_at": time.time()},
+            )
+        )
+
+    def contributions(self, plan: JobPlan) -> dict[int, Any]:
+        """Every recorded contribution of this job, by batch index."""
+        query = sa.select(batches.c.batch, batches.c.contribution).where(_job_key(plan))
+        with self.engine.connect() as connection:
+            return {row.batch: decode(row.contribution) for row in connection.execute(query)}
+
+    def close_job(self, plan: JobPlan) -> None:
+        """Mark the job closed and expire its entries: only the report persists."""
+        with write_transaction(self.engine) as connection:
+            connection.execute(
+                jobs.update()
+                .where(
+                    (jobs.c.tool == plan.tool)
+                    & (jobs.c.scope == plan.scope)
+                    & (jobs.c.generation == plan.generation)
+                )
+                .values(status="closed", closed_at=time.time())
+            )
+            connection.execute(batches.delete().where(_job_key(plan)))
+
+
+def _job_key(plan: JobPlan) -> sa.ColumnElement[bool]:
+    return (
+        (batches.c.tool == plan.tool)
+        & (batches.c.scope == plan.scope)
+        & (batches.c.generation == plan.generation)
+    )
+
+
+def _extent_json(extent: Extent) -> Mapping[str, Any]:
+    return {
+        "first_key": extent.first_key,
+        "last_key": extent.last_key,
+        "entity_count": extent.entity_count,
+        "watermark": extent.watermark,
+        "params": dict(extent.params),
+    }
+
+
+def _dialect_insert(connection: Connection):
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert

@@ -1,0 +1,188 @@
+"""The durable report: polymorphic usage tables shared by every tool and entity type.
+
+One header per ``(tool, scope)`` and usage rows keyed by ``(tool, scope, entity_type,
+entity_id)``. A commit replaces a scope's header and rows in one transaction, so a reader sees
+the old report or the new one, never a mix; and it is fenced by job generation, so an older job
+finishing late cannot overwrite a newer report.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy import Engine
+
+from precompute_assets.contract import REPORT_COLUMNS
+from precompute_assets.db import snapshot_transaction, write_transaction
+
+metadata = sa.MetaData()
+
+headers = sa.Table(
+    "precompute_report_headers",
+    metadata,
+    sa.Column("tool", sa.String(100), primary_key=True),
+    sa.Column("scope", sa.String(200), primary_key=True),
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("computed_at", sa.Float, nullable=False),
+    sa.Column("watermark", sa.Text, nullable=False),
+    sa.Column("entity_count", sa.BigInteger, nullable=False),
+    sa.Column("row_count", sa.Integer, nullable=False),
+    sa.Column("unused_count", sa.Integer, nullable=False),
+    sa.Column("batch_count", sa.Integer, nullable=False),
+    sa.Column("shard_count", sa.Integer, nullable=False),
+    sa.Column("duration_s", sa.Float, nullable=False),
+    sa.Column("utilisation", sa.Float),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("summary", sa.Text, nullable=False),
+)
+
+rows_table = sa.Table(
+    "precompute_report_rows",
+    metadata,
+    sa.Column("tool", sa.String(100), primary_key=True),
+    sa.Column("scope", sa.String(200), primary_key=True),
+    sa.Column("entity_type", sa.String(100), primary_key=True),
+    sa.Column("entity_id", sa.String(200), primary_key=True),
+    sa.Column("unused", sa.Boolean, nullable=False),
+    sa.Column("usage_count", sa.BigInteger, nullable=False),
+    sa.Column("last_used", sa.BigInteger),
+    sa.Column("detail", sa.Text),
+)
+
+
+@dataclass(frozen=True)
+class ReportHeader:
+    """What a reader needs to know about a report before reading its rows."""
+
+    tool: str
+    scope: str
+    generation: int
+    computed_at: float
+    watermark: str
+    entity_count: int
+    row_count: int
+    unused_count: int
+    batch_count: int
+    shard_count: int
+    duration_s: float
+    utilisation: float | None = None
+    run_id: str | None = None
+    status: str = "complete"
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+class StaleGenerationError(RuntimeError):
+    """A job tried to commit over a report from a newer job generation."""
+
+
+class ReportStore:
+    """Commit and read reports in SQLite or PostgreSQL."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        metadata.create_all(engine)
+
+    def commit(self, header: ReportHeader, rows: pd.DataFrame) -> None:
+        """Replace the scope's report with ``rows`` (validated report shape) in one transaction."""
+        key = (headers.c.tool == header.tool) & (headers.c.scope == header.scope)
+        with write_transaction(self.engine) as connection:
+            stored = connection.execute(
+                sa.select(headers.c.generation).where(key).with_for_update()
+            ).scalar()
+            if stored is not None and stored > header.generation:
+                raise StaleGenerationError(
+                    f"{header.tool}/{header.scope}: job generation {header.generation} is older "
+                    f"than the stored report's generation {stored}; not overwriting it"
+                )
+            connection.execute(
+                rows_table.delete().where(
+                    (rows_table.c.tool == header.tool) & (rows_table.c.scope == header.scope)
+                )
+            )
+            if len(rows):
+                connection.execute(rows_table.insert(), _row_records(header, rows))
+            connection.execute(headers.delete().where(key))
+            record = asdict(header)
+            record["summary"] = json.dumps(header.summary, sort_keys=True)
+            connection.execute(headers.insert().values(**record))
+
+    def header(self, tool: str, scope: str) -> ReportHeader | None:
+        with self.engine.connect() as connection:
+            return _read_header(connection, tool, scope)
+
+    def headers(self, tool: str) -> list[ReportHeader]:
+        """Every stored header of one tool, in one query."""
+        with self.engine.connect() as connection:
+            result = connection.execute(sa.select(headers).where(headers.c.tool == tool))
+            return [_header_from_row(row) for row in result]
+
+    def read(
+        self, tool: str, scope: str, *, unused_only: bool = False
+    ) -> tuple[ReportHeader, pd.DataFrame] | None:
+        """The header and rows of one report from one snapshot, or None if there is none."""
+        with snapshot_transaction(self.engine) as connection:
+            header = _read_header(connection, tool, scope)
+            if header is None:
+                return None
+            query = sa.select(*(rows_table.c[name] for name in REPORT_COLUMNS)).where(
+                (rows_table.c.tool == tool) & (rows_table.c.scope == scope)
+            )
+            if unused_only:
+                query = query.where(rows_table.c.unused.is_(True))
+            fetched = connection.execute(query.order_by(rows_table.c.entity_id)).all()
+        return header, _rows_frame(fetched)
+
+
+def _read_header(connection: sa.Connection, tool: str, scope: str) -> ReportHeader | None:
+    row = connection.execute(
+        sa.select(headers).where((headers.c.tool == tool) & (headers.c.scope == scope))
+    ).first()
+    return None if row is None else _header_from_row(row)
+
+
+def _header_from_row(row: sa.Row) -> ReportHeader:
+    values = row._asdict()
+    values["summary"] = json.loads(values["summary"])
+    return ReportHeader(**values)
+
+
+def _row_records(header: ReportHeader, rows: pd.DataFrame) -> list[dict[str, Any]]:
+    last_used = rows["last_used"].map(lambda t: None if pd.isna(t) else int(t.timestamp()))
+    details = rows["detail"].map(
+        lambda d: None if not isinstance(d, dict) else json.dumps(d, sort_keys=True)
+    )
+    return [
+        {
+            "tool": header.tool,
+            "scope": header.scope,
+            "entity_type": entity_type,
+            "entity_id": entity_id,
+            "unused": bool(unused),
+            "usage_count": int(count),
+            "last_used": used,
+            "detail": detail,
+        }
+        for entity_type, entity_id, unused, count, used, detail in zip(
+            rows["entity_type"],
+            rows["entity_id"],
+            rows["unused"],
+            rows["usage_count"],
+            last_used,
+            details,
+            strict=True,
+        )
+    ]
+
+
+def _rows_frame(fetched: list[sa.Row]) -> pd.DataFrame:
+    frame = pd.DataFrame(fetched, columns=list(REPORT_COLUMNS))
+    frame["unused"] = frame["unused"].astype(bool)
+    frame["usage_count"] = frame["usage_count"].astype("int64")
+    frame["last_used"] = pd.to_datetime(frame["last_used"], unit="s", utc=True)
+    frame["detail"] = frame["detail"].map(lambda d: json.loads(d) if d else {})
+    return frame

@@ -1,0 +1,68 @@
+"""The Dagster resource that hands ops the source, the ledger and the report store."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import cache
+
+from dagster import ConfigurableResource
+from pydantic import Field
+from sqlalchemy import Engine
+
+from precompute_assets.db import create_engine_for
+from precompute_assets.ledger import Ledger
+from precompute_assets.report_store import ReportStore
+from precompute_assets.settings import Settings
+
+
+class PrecomputeResource(ConfigurableResource):
+    """Where the source, ledger and reports live, and how a job is cut into batches and shards.
+
+    Fields left empty take their value from the environment (see ``Settings``), so one
+    ``dagster.yaml`` serves a laptop and a deployment.
+
+    Example::
+
+        Definitions(assets=..., resources={"precompute": PrecomputeResource(batch_size=2000)})
+    """
+
+    source_url: str | None = Field(default=None, description="SQLAlchemy URL of the source.")
+    store_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the batch ledger and the report store."
+    )
+    batch_size: int | None = Field(default=None, description="Entities per scanned batch.")
+    max_shards: int | None = Field(default=None, description="Most mapped scan steps per job.")
+
+    def settings(self) -> Settings:
+        settings = Settings.from_env()
+        overrides = {
+            name: getattr(self, name)
+            for name in ("source_url", "store_url", "batch_size", "max_shards")
+            if getattr(self, name) is not None
+        }
+        return replace(settings, **overrides)
+
+    def source_engine(self) -> Engine:
+        return _engine(self.settings().source_url)
+
+    def ledger(self) -> Ledger:
+        return _ledger(self.settings().store_url)
+
+    def store(self) -> ReportStore:
+        return _store(self.settings().store_url)
+
+
+# One pool per database and process, shared by every op that runs in it.
+@cache
+def _engine(url: str) -> Engine:
+    return create_engine_for(url)
+
+
+@cache
+def _ledger(url: str) -> Ledger:
+    return Ledger(_engine(url))
+
+
+@cache
+def _store(url: str) -> ReportStore:
+    return ReportStore(_engine(url))

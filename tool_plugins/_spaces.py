@@ -1,0 +1,72 @@
+"""Queries over the demo source's spaces that both space-scoped tools share."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from precompute_assets.contract import Extent, ScopeNotFoundError
+
+
+def space_extent(source: Connection, scope: str) -> Extent:
+    """The space's work-item key range, with its watermark and the job's reference time."""
+    row = source.execute(
+        text(
+            "SELECT s.id, s.updated_at, MIN(w.id), MAX(w.id), COUNT(w.id), MAX(w.updated_at)"
+            " FROM spaces s LEFT JOIN work_items w ON w.space_id = s.id"
+            " WHERE s.key = :scope GROUP BY s.id, s.updated_at"
+        ),
+        {"scope": scope},
+    ).first()
+    if row is None:
+        raise ScopeNotFoundError(f"no space {scope!r} in the source")
+    space_id, config_at, first, last, count, items_at = row
+    params: dict[str, Any] = {"space_id": space_id, "as_of": int(time.time())}
+    return Extent(
+        first_key=first or 0,
+        last_key=last or -1,
+        entity_count=count,
+        watermark=_watermark(count, items_at, config_at),
+        params=params,
+    )
+
+
+def space_keys(source: Connection) -> list[str]:
+    return [key for (key,) in source.execute(text("SELECT key FROM spaces ORDER BY key"))]
+
+
+def space_watermarks(source: Connection, scopes: Sequence[str]) -> dict[str, str]:
+    """Every asked-for space's watermark, in one query over all spaces."""
+    wanted = set(scopes)
+    result = source.execute(
+        text(
+            "SELECT s.key, s.updated_at, COUNT(w.id), MAX(w.updated_at)"
+            " FROM spaces s LEFT JOIN work_items w ON w.space_id = s.id"
+            " GROUP BY s.key, s.updated_at"
+        )
+    )
+    return {
+        key: _watermark(count, items_at, config_at)
+        for key, config_at, count, items_at in result
+        if key in wanted
+    }
+
+
+def association_counts(source: Connection, table: str, scopes: Sequence[str]) -> dict[str, int]:
+    """How many rows of an association table (space_fields, space_work_types) each space has."""
+    wanted = set(scopes)
+    result = source.execute(
+        text(
+            f"SELECT s.key, COUNT(a.space_id) FROM spaces s"
+            f" LEFT JOIN {table} a ON a.space_id = s.id GROUP BY s.key"
+        )
+    )
+    return {key: count for key, count in result if key in wanted}
+
+
+def _watermark(item_count: int, items_at: int | None, config_at: int | None) -> str:
+    # Counting items catches deletions, which a latest-update time alone would miss.
+    return f"{item_count}:{items_at or 0}:{config_at or 0}"

@@ -1,0 +1,93 @@
+"""Work types associated with a space that no work item of the space uses.
+
+Utilisation is associated work types over the 150-work-type limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Connection, text
+
+from precompute_assets.contract import Batch, Extent, ReportTool
+from tool_plugins._spaces import association_counts, space_extent, space_keys, space_watermarks
+
+WORK_TYPE_LIMIT = 150
+
+# work type id -> [work items, latest creation time]
+WorkTypeUsage = dict[str, list[int]]
+
+
+class UnusedWorkTypes(ReportTool[WorkTypeUsage]):
+    name = "unused_work_types"
+    entity_type = "work_type"
+    description = "Work types of a space that no work item of the space uses."
+
+    def initialise(self, source: Connection, scope: str) -> Extent:
+        return space_extent(source, scope)
+
+    def scan(self, source: Connection, batch: Batch) -> WorkTypeUsage:
+        rows = source.execute(
+            text(
+                "SELECT work_type_id, COUNT(*), MAX(created_at) FROM work_items"
+                " WHERE space_id = :space_id AND id BETWEEN :first AND :last"
+                " GROUP BY work_type_id"
+            ),
+            {
+                "space_id": batch.params["space_id"],
+                "first": batch.first_key,
+                "last": batch.last_key,
+            },
+        )
+        return {str(work_type): [int(count), int(latest)] for work_type, count, latest in rows}
+
+    def merge(self, a: WorkTypeUsage, b: WorkTypeUsage) -> WorkTypeUsage:
+        merged = dict(a)
+        for work_type, (count, latest) in b.items():
+            if work_type in merged:
+                known_count, known_latest = merged[work_type]
+                merged[work_type] = [known_count + count, max(known_latest, latest)]
+            else:
+                merged[work_type] = [count, latest]
+        return merged
+
+    def empty(self) -> WorkTypeUsage:
+        return {}
+
+    def finalise(
+        self, source: Connection, scope: str, total: WorkTypeUsage, params: Mapping[str, Any]
+    ) -> pd.DataFrame:
+        work_types = source.execute(
+            text(
+                "SELECT t.id, t.name FROM space_work_types a JOIN work_types t"
+                " ON t.id = a.work_type_id WHERE a.space_id = :space_id ORDER BY t.id"
+            ),
+            {"space_id": params["space_id"]},
+        )
+        records = []
+        for work_type, name in work_types:
+            count, latest = total.get(str(work_type), (0, None))
+            records.append(
+                {
+                    "entity_id": str(work_type),
+                    "unused": count == 0,
+                    "usage_count": count,
+                    "last_used": latest,
+                    "detail": {"name": name},
+                }
+            )
+        return pd.DataFrame.from_records(
+            records, columns=["entity_id", "unused", "usage_count", "last_used", "detail"]
+        )
+
+    def scopes(self, source: Connection) -> list[str]:
+        return space_keys(source)
+
+    def utilisation(self, source: Connection, scopes: Sequence[str]) -> dict[str, float]:
+        counts = association_counts(source, "space_work_types", scopes)
+        return {scope: count / WORK_TYPE_LIMIT for scope, count in counts.items()}
+
+    def watermark(self, source: Connection, scopes: Sequence[str]) -> dict[str, str]:
+        return space_watermarks(source, scopes)
