@@ -1,4 +1,4 @@
-"""The batch ledger: every batch's contribution, upserted under ``(tool, scope, generation, batch)``.
+"""The batch ledger: each batch's contribution, upserted by (tool, scope, generation, batch).
 
 Upserting by key makes a retried or duplicated batch overwrite itself, so the report is a fold
 over distinct batches whatever ran twice or in which order. A job that crashed is resumed by the
