@@ -86,12 +86,21 @@ def snapshot_transaction(engine: Engine) -> Iterator[Connection]:
             yield connection
 
 
-def check_reachable(engine: Engine) -> None:
-    """Raise DatabaseUnavailableError, naming the URL without its password, if unreachable."""
+@contextmanager
+def connect(engine: Engine) -> Iterator[Connection]:
+    """A connection whose connection failures name the database (password masked)."""
     try:
-        with engine.connect() as connection:
-            connection.exec_driver_sql("SELECT 1")
+        connection = engine.connect()
     except sa.exc.OperationalError as error:
         raise DatabaseUnavailableError(
             f"cannot reach database {safe_url(engine.url)}: {error.orig}"
         ) from error
+    with connection:
+        yield connection
+
+
+def check_reachable(engine: Engine) -> Engine:
+    """The engine, once a connection to it succeeded; DatabaseUnavailableError otherwise."""
+    with connect(engine) as connection:
+        connection.exec_driver_sql("SELECT 1")
+    return engine

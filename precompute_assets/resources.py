@@ -43,7 +43,7 @@ class PrecomputeResource(ConfigurableResource):
         return replace(settings, **overrides)
 
     def source_engine(self) -> Engine:
-        return _engine(self.settings().source_url)
+        return _source_engine(self.settings().source_url)
 
     def ledger(self) -> Ledger:
         return _ledger(self.settings().store_url)
@@ -56,6 +56,12 @@ class PrecomputeResource(ConfigurableResource):
 @cache
 def _engine(url: str) -> Engine:
     return create_engine_for(url)
+
+
+@cache
+def _source_engine(url: str) -> Engine:
+    # A missing source file is a misconfiguration, not an empty source.
+    return create_engine_for(url, must_exist=True)
 
 
 @cache

@@ -1,0 +1,123 @@
+"""Reports materialised through a real Dagster instance equal an independent SQL ground truth."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from conftest import run_partition, source_connection
+from dagster import DagsterEventType, materialize
+from ground_truth import comparable, unused_fields_truth, unused_work_types_truth
+
+from precompute_assets.definitions import build_definitions
+from precompute_assets.factory import build_report_asset
+from tool_plugins.unused_fields import UnusedFields
+
+
+def _all_scopes(source_url: str) -> list[str]:
+    with source_connection(source_url) as source:
+        return [key for (key,) in source.execute(sa.text("SELECT key FROM spaces ORDER BY key"))]
+
+
+def test_materialize_one_partition_commits_the_report(tools, precompute, instance):
+    tool = tools["unused_fields"]
+    scope = _all_scopes(precompute.source_url)[0]
+    instance.add_dynamic_partitions("unused_fields_scopes", [scope])
+    result = materialize(
+        [build_report_asset(tool)],
+        partition_key=scope,
+        instance=instance,
+        resources={"precompute": precompute},
+    )
+    assert result.success
+    [materialisation] = result.asset_materializations_for_node("unused_fields_report")
+    metadata = materialisation.metadata
+    header, rows = precompute.store().read("unused_fields", scope)
+    assert metadata["entities_scanned"].value == header.entity_count > 0
+    assert metadata["batches"].value == header.batch_count == -(-header.entity_count // 1_000)
+    assert metadata["shards"].value == min(3, header.batch_count)
+    assert metadata["unused"].value == header.unused_count == int(rows["unused"].sum())
+    assert metadata["dagster/row_count"].value == len(rows)
+    assert metadata["utilisation"].value == pytest.approx(len(rows) / 700)
+    assert materialisation.partition == scope
+
+
+def test_reports_equal_ground_truth_for_every_space(defs, precompute, instance):
+    scopes = _all_scopes(precompute.source_url)
+    with source_connection(precompute.source_url) as source:
+        for scope in scopes:
+            for tool_name in ("unused_fields", "unused_work_types"):
+                assert run_partition(defs, tool_name, scope, instance).success
+            header, rows = precompute.store().read("unused_fields", scope)
+            truth = unused_fields_truth(source, scope, header.summary["params"]["as_of"])
+            pd.testing.assert_frame_equal(comparable(rows), truth)
+            _, rows = precompute.store().read("unused_work_types", scope)
+            pd.testing.assert_frame_equal(comparable(rows), unused_work_types_truth(source, scope))
+
+
+def test_the_ground_truth_comparison_covers_the_edge_cases(defs, precompute, instance):
+    """The spaces compared above include every edge case the definition turns on."""
+    reports = {}
+    for scope in _all_scopes(precompute.source_url):
+        assert run_partition(defs, "unused_fields", scope, instance).success
+        reports[scope] = precompute.store().read("unused_fields", scope)
+    headers = {scope: header for scope, (header, _) in reports.items()}
+    rows = pd.concat(
+        [frame.assign(scope=scope) for scope, (_, frame) in reports.items()], ignore_index=True
+    )
+    origin = rows["detail"].map(lambda d: d["origin"])
+    on_screen = rows["detail"].map(lambda d: d["on_screen"])
+    as_of = {scope: h.summary["params"]["as_of"] for scope, h in headers.items()}
+    cutoff = rows["scope"].map(lambda s: pd.Timestamp(as_of[s] - 730 * 86_400, unit="s", tz="UTC"))
+
+    assert any(h.entity_count == 0 for h in headers.values()), "a space with no work items"
+    last_used_long_ago = (rows["usage_count"] == 0) & rows["last_used"].notna()
+    assert (last_used_long_ago & (rows["last_used"] < cutoff) & rows["unused"]).any()
+    screen_only = (rows["usage_count"] == 0) & rows["last_used"].isna() & on_screen
+    assert (screen_only & (origin == "admin") & ~rows["unused"]).any()
+    for kind in ("system", "app"):
+        never_used = (origin == kind) & (rows["usage_count"] == 0) & ~on_screen
+        assert (never_used & ~rows["unused"]).any(), f"an unused-looking {kind} field is kept"
+
+
+class DroppingFields(UnusedFields):
+    """Loses the first field from every report it finalises from a real scan."""
+
+    name = "dropping_fields"
+
+    def finalise(self, source, scope, total, params):
+        rows = super().finalise(source, scope, total, params)
+        return rows.iloc[1:] if total else rows
+
+
+def test_asset_check_passes_on_a_complete_report(defs, precompute, instance):
+    scope = _all_scopes(precompute.source_url)[1]
+    result = run_partition(defs, "unused_fields", scope, instance)
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed
+    assert check.metadata["batches_folded"].value == check.metadata["batches_planned"].value > 0
+    assert check.metadata["entities_missing"].value == 0
+
+
+def test_asset_check_flags_a_report_missing_an_entity(precompute, instance):
+    tool = DroppingFields()
+    dropping_defs = build_definitions({tool.name: tool}, precompute)
+    scope = _all_scopes(precompute.source_url)[1]
+    result = run_partition(dropping_defs, tool.name, scope, instance)
+    [check] = result.get_asset_check_evaluations()
+    assert not check.passed
+    assert check.metadata["entities_missing"].value == 1
+
+
+def test_shard_steps_report_their_batches(defs, precompute, instance):
+    scope = _all_scopes(precompute.source_url)[0]
+    result = run_partition(defs, "unused_fields", scope, instance)
+    outputs = [
+        event
+        for event in result.all_events
+        if event.event_type == DagsterEventType.STEP_OUTPUT and "scan_shard" in event.step_key
+    ]
+    header = precompute.store().header("unused_fields", scope)
+    assert len(outputs) == header.shard_count
+    scanned = sum(e.event_specific_data.metadata["batches_scanned"].value for e in outputs)
+    assert scanned == header.batch_count

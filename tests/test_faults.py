@@ -1,0 +1,104 @@
+"""Retries and reruns never count a batch twice, and rescan only what the ledger lacks."""
+
+from __future__ import annotations
+
+import pandas as pd
+from conftest import run_partition
+from dagster import DagsterEventType, RetryPolicy
+
+from precompute_assets.definitions import build_definitions
+from tool_plugins.unused_fields import UnusedFields
+
+
+class RecordingFields(UnusedFields):
+    """unused_fields that records every batch it scans and can be told to fail on some."""
+
+    name = "recording_fields"
+
+    def __init__(self) -> None:
+        self.scanned: list[int] = []
+        self.fail_once: set[int] = set()
+        self.fail_always: set[int] = set()
+
+    def scan(self, source, batch):
+        self.scanned.append(batch.index)
+        if batch.index in self.fail_once:
+            self.fail_once.discard(batch.index)
+            raise ConnectionError("source dropped the connection")
+        if batch.index in self.fail_always:
+            raise ConnectionError("source is down")
+        return super().scan(source, batch)
+
+
+def _largest_scope(precompute) -> str:
+    headers_source = precompute.source_engine()
+    with headers_source.connect() as source:
+        return source.exec_driver_sql(
+            "SELECT s.key FROM spaces s JOIN work_items w ON w.space_id = s.id"
+            " GROUP BY s.key ORDER BY COUNT(*) DESC LIMIT 1"
+        ).scalar()
+
+
+def _rows(precompute, tool_name, scope) -> pd.DataFrame:
+    return precompute.store().read(tool_name, scope)[1].drop(columns=["entity_type"])
+
+
+def test_a_shard_retried_by_its_policy_does_not_double_count(precompute, instance, defs):
+    tool = RecordingFields()
+    flaky_defs = build_definitions({tool.name: tool}, precompute, RetryPolicy(max_retries=2))
+    scope = _largest_scope(precompute)
+    assert run_partition(defs, "unused_fields", scope, instance).success
+    clean = _rows(precompute, "unused_fields", scope)
+
+    tool.fail_once = {1}  # the second batch of the first shard fails on its first attempt
+    result = run_partition(flaky_defs, tool.name, scope, instance)
+
+    assert result.success
+    retried = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_UP_FOR_RETRY]
+    assert [e.step_key for e in retried] == [
+        "recording_fields_report.recording_fields_scan_shard[shard_0]"
+    ]
+    header = precompute.store().header(tool.name, scope)
+    # Batch 0 was checkpointed before the failure: the retry skipped it.
+    assert sorted(tool.scanned) == sorted([*range(header.batch_count), 1])
+    pd.testing.assert_frame_equal(_rows(precompute, tool.name, scope), clean)
+
+
+def test_a_run_after_a_failed_run_rescans_only_missing_batches(precompute, instance, defs):
+    tool = RecordingFields()
+    flaky_defs = build_definitions({tool.name: tool}, precompute, RetryPolicy(max_retries=0))
+    scope = _largest_scope(precompute)
+    assert run_partition(defs, "unused_fields", scope, instance).success
+    clean = _rows(precompute, "unused_fields", scope)
+
+    tool.fail_always = {4, 5}
+    failed = run_partition(flaky_defs, tool.name, scope, instance, raise_on_error=False)
+    assert not failed.success
+    assert precompute.store().header(tool.name, scope) is None
+    in_ledger = set(tool.scanned) - {4, 5}
+    missing_after_failure = set(range(max(tool.scanned) + 1)) - in_ledger
+
+    tool.scanned.clear()
+    tool.fail_always = set()
+    rerun = run_partition(flaky_defs, tool.name, scope, instance)
+
+    assert rerun.success
+    assert set(tool.scanned) == missing_after_failure and len(tool.scanned) == len(
+        missing_after_failure
+    )
+    header = precompute.store().header(tool.name, scope)
+    assert header.summary["resumed"] is True
+    assert header.batch_count == len(in_ledger) + len(missing_after_failure)
+    pd.testing.assert_frame_equal(_rows(precompute, tool.name, scope), clean)
+
+
+def test_a_scan_error_names_tool_scope_and_batch(precompute, instance):
+    tool = RecordingFields()
+    tool.fail_always = {0}
+    flaky_defs = build_definitions({tool.name: tool}, precompute, RetryPolicy(max_retries=0))
+    scope = _largest_scope(precompute)
+    result = run_partition(flaky_defs, tool.name, scope, instance, raise_on_error=False)
+    failures = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
+    message = failures[0].event_specific_data.error.to_string()
+    assert f"tool 'recording_fields' failed to scan scope '{scope}', batch 0" in message
+    assert "source is down" in message
