@@ -140,6 +140,9 @@ def format_summary(rows: list[ScopeSummary], tools: Mapping[str, ReportTool[Any]
         cells.append("-" if computed is None else time.strftime("%H:%M:%S", time.gmtime(computed)))
         table.append(cells)
     widths = [max(len(line[i]) for line in table) for i in range(len(titles))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)) for line in table]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        for line in table
+    ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)

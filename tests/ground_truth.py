@@ -21,7 +21,8 @@ def unused_fields_truth(source: Connection, scope: str, as_of: int) -> pd.DataFr
               AND v.updated_at >= :since AND v.updated_at <= :as_of) AS usage_count,
           (SELECT MAX(v.updated_at) FROM field_values v JOIN work_items w ON w.id = v.work_item_id
             WHERE w.space_id = s.id AND v.field_id = f.id AND v.updated_at <= :as_of) AS last_used,
-          (SELECT COUNT(*) FROM space_screens ss JOIN screen_fields sf ON sf.screen_id = ss.screen_id
+          (SELECT COUNT(*) FROM space_screens ss
+            JOIN screen_fields sf ON sf.screen_id = ss.screen_id
             WHERE ss.space_id = s.id AND sf.field_id = f.id) AS screens
         FROM spaces s JOIN space_fields a ON a.space_id = s.id JOIN fields f ON f.id = a.field_id
         WHERE s.key = :scope ORDER BY f.id

@@ -33,7 +33,7 @@ def test_tools_do_not_import_dagster():
 
 
 def test_unknown_tool_names_the_known_ones():
-    with pytest.raises(UnknownToolError, match="'nope'.*unused_fields"):
+    with pytest.raises(UnknownToolError, match=r"'nope'.*unused_fields"):
         get_tool(load_tools(autoload=False), "nope")
 
 
@@ -46,7 +46,7 @@ class _Incomplete(ReportTool[dict]):
 
 
 def test_a_tool_missing_methods_is_rejected_with_their_names():
-    with pytest.raises(ToolContractError, match="_Incomplete.*does not implement.*empty.*merge"):
+    with pytest.raises(ToolContractError, match=r"_Incomplete.*does not implement.*empty.*merge"):
         validate_tool(_Incomplete, "test")
 
 
@@ -58,7 +58,7 @@ class _WrongArity(UnusedFields):
 
 
 def test_a_method_with_the_wrong_signature_is_rejected():
-    with pytest.raises(ToolContractError, match="'wrong_arity': scan takes 2 arguments.*3"):
+    with pytest.raises(ToolContractError, match=r"'wrong_arity': scan takes 2 arguments.*3"):
         validate_tool(_WrongArity)
 
 

@@ -1,5 +1,7 @@
 """Batches cover the key range exactly once; shards stay bounded by the setting."""
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,7 +26,7 @@ def test_batches_tile_the_key_range(first, span, density, batch_size):
     batches = [plan.batch(index) for index in range(plan.batch_count)]
     assert batches[0].first_key == first
     assert batches[-1].last_key == first + span - 1
-    for before, after in zip(batches, batches[1:], strict=False):
+    for before, after in itertools.pairwise(batches):
         assert after.first_key == before.last_key + 1
     # About batch_size entities per batch when keys are evenly spread.
     assert plan.batch_count <= -(-count // batch_size) + 1
