@@ -1,0 +1,120 @@
+"""Reading stored reports: staleness, the CLI, and clear errors for every bad request."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_partition
+
+from precompute_assets.cli import main
+from precompute_assets.db import DatabaseUnavailableError, sqlite_url
+from precompute_assets.demo_source import touch_space
+from precompute_assets.reader import NoReportError, ReportReader, UnknownScopeError
+from precompute_assets.registry import UnknownToolError
+from precompute_assets.settings import Settings
+
+
+@pytest.fixture
+def settings(precompute, tmp_path) -> Settings:
+    return Settings(tmp_path, precompute.source_url, precompute.store_url)
+
+
+@pytest.fixture
+def cli_env(monkeypatch, settings):
+    monkeypatch.setenv("PRECOMPUTE_SOURCE_URL", settings.source_url)
+    monkeypatch.setenv("PRECOMPUTE_STORE_URL", settings.store_url)
+    monkeypatch.setenv("PRECOMPUTE_DISABLE_PLUGIN_AUTOLOAD", "1")
+
+
+def test_a_stored_report_is_read_with_its_staleness(defs, settings, tools, instance, tmp_path):
+    assert run_partition(defs, "unused_fields", "t1-s001", instance).success
+    reader = ReportReader.from_settings(settings, tools)
+
+    report = reader.read("unused_fields", "t1-s001")
+    assert report.header.row_count == len(report.rows) > 0
+    assert report.staleness.source_changed is False
+    assert 0 <= report.staleness.age_s < 60
+    unused = reader.read("unused_fields", "t1-s001", unused_only=True)
+    assert len(unused.rows) == report.header.unused_count
+    assert unused.rows["unused"].all()
+
+
+def test_the_reader_sees_the_source_move_on(defs, tools, instance, tmp_path):
+    # A source of its own: this test edits it.
+    from conftest import SMALL_SCALE
+
+    from precompute_assets.definitions import build_definitions
+    from precompute_assets.demo_source import generate_source
+    from precompute_assets.resources import PrecomputeResource
+
+    source_url = sqlite_url(tmp_path / "own_source.db")
+    generate_source(source_url, SMALL_SCALE)
+    precompute = PrecomputeResource(source_url=source_url, store_url=sqlite_url(tmp_path / "r.db"))
+    own_defs = build_definitions(tools, precompute)
+    assert run_partition(own_defs, "unused_fields", "t1-s001", instance).success
+    reader = ReportReader.from_settings(precompute.settings(), tools)
+    assert reader.read("unused_fields", "t1-s001").staleness.source_changed is False
+
+    touch_space(source_url, "t1-s001", items=3)
+
+    staleness = reader.read("unused_fields", "t1-s001").staleness
+    assert staleness.source_changed is True
+    assert staleness.source_watermark != reader.read("unused_fields", "t1-s001").header.watermark
+
+
+def test_reader_errors_name_the_problem(defs, settings, tools, instance):
+    reader = ReportReader.from_settings(settings, tools)
+    with pytest.raises(UnknownToolError, match=r"unknown tool 'nope'; known tools: unused_fields"):
+        reader.read("nope", "t1-s001")
+    with pytest.raises(UnknownScopeError, match=r"unknown scope 'zz-s999'"):
+        reader.read("unused_fields", "zz-s999")
+    with pytest.raises(NoReportError, match=r"no unused_fields report for scope 't1-s002' yet.*"):
+        reader.read("unused_fields", "t1-s002")
+
+
+def test_an_unreachable_database_is_named_without_its_password(settings, tools, tmp_path):
+    down = "postgresql+psycopg2://reporter:s3cret@127.0.0.1:1/reports"
+    with pytest.raises(DatabaseUnavailableError) as raised:
+        ReportReader.from_settings(Settings(tmp_path, settings.source_url, down), tools)
+    assert "postgresql+psycopg2://reporter:***@127.0.0.1:1/reports" in str(raised.value)
+    assert "s3cret" not in str(raised.value)
+
+    missing = sqlite_url(tmp_path / "no_such_source.db")
+    with pytest.raises(DatabaseUnavailableError, match=r"no_such_source\.db: no such file"):
+        ReportReader.from_settings(Settings(tmp_path, missing, settings.store_url), tools)
+
+
+def test_cli_report_prints_json_and_text(defs, instance, cli_env, capsys):
+    assert run_partition(defs, "unused_fields", "t1-s001", instance).success
+
+    assert main(["report", "unused_fields", "t1-s001", "--json", "--unused-only"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["scope"] == "t1-s001"
+    assert document["staleness"]["source_changed"] is False
+    assert len(document["rows"]) == document["header"]["unused_count"]
+    assert all(row["unused"] for row in document["rows"])
+
+    assert main(["report", "unused_fields", "t1-s001"]) == 0
+    text = capsys.readouterr().out
+    assert "unused_fields report for t1-s001" in text and "source unchanged" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["report", "nope", "t1-s001"], "unknown tool 'nope'"),
+        (["report", "unused_fields", "zz-s999"], "unknown scope 'zz-s999'"),
+        (["report", "unused_work_types", "t1-s001"], "no unused_work_types report"),
+    ],
+)
+def test_cli_errors_exit_non_zero_with_a_message(cli_env, capsys, argv, message):
+    assert main(argv) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_cli_names_an_unreachable_database(cli_env, monkeypatch, capsys):
+    monkeypatch.setenv("PRECOMPUTE_STORE_URL", "postgresql+psycopg2://u:pw@127.0.0.1:1/db")
+    assert main(["report", "unused_fields", "t1-s001"]) == 1
+    error = capsys.readouterr().err
+    assert "cannot reach database postgresql+psycopg2://u:***@127.0.0.1:1/db" in error
