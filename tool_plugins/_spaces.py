@@ -1,14 +1,40 @@
-"""Queries over the demo source's spaces that both space-scoped tools share."""
+"""What every tool scoped by a space of the demo source shares: its extent and bulk queries."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import Connection, text
 
-from precompute_assets.contract import Extent, ScopeNotFoundError
+from precompute_assets.contract import Extent, ReportTool, ScopeNotFoundError
+
+C = TypeVar("C")
+
+
+class SpaceTool(ReportTool[C]):
+    """A tool with one scope per space, scanning the space's work items by id.
+
+    Subclasses name the association table whose size against ``limit`` is the utilisation,
+    and write the four computing methods: ``scan``, ``merge``, ``empty`` and ``finalise``.
+    """
+
+    association_table: ClassVar[str]  # space_fields or space_work_types
+    limit: ClassVar[int]
+
+    def initialise(self, source: Connection, scope: str) -> Extent:
+        return space_extent(source, scope)
+
+    def scopes(self, source: Connection) -> list[str]:
+        return space_keys(source)
+
+    def utilisation(self, source: Connection, scopes: Sequence[str]) -> dict[str, float]:
+        counts = association_counts(source, self.association_table, scopes)
+        return {scope: count / self.limit for scope, count in counts.items()}
+
+    def watermark(self, source: Connection, scopes: Sequence[str]) -> dict[str, str]:
+        return space_watermarks(source, scopes)
 
 
 def space_extent(source: Connection, scope: str) -> Extent:

@@ -7,14 +7,14 @@ are never proposed for removal). Utilisation is associated fields over the 700-f
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 from sqlalchemy import Connection, text
 
-from precompute_assets.contract import Batch, Extent, ReportTool
-from tool_plugins._spaces import association_counts, space_extent, space_keys, space_watermarks
+from precompute_assets.contract import Batch
+from tool_plugins._spaces import SpaceTool
 
 FIELD_LIMIT = 700
 USAGE_WINDOW_S = 730 * 86_400
@@ -23,13 +23,12 @@ USAGE_WINDOW_S = 730 * 86_400
 FieldUsage = dict[str, list[int]]
 
 
-class UnusedFields(ReportTool[FieldUsage]):
+class UnusedFields(SpaceTool[FieldUsage]):
     name = "unused_fields"
     entity_type = "field"
+    association_table = "space_fields"
+    limit = FIELD_LIMIT
     description = "Fields of a space with no value in two years, on no screen, made by an admin."
-
-    def initialise(self, source: Connection, scope: str) -> Extent:
-        return space_extent(source, scope)
 
     def scan(self, source: Connection, batch: Batch) -> FieldUsage:
         as_of = batch.params["as_of"]
@@ -99,13 +98,3 @@ class UnusedFields(ReportTool[FieldUsage]):
         return pd.DataFrame.from_records(
             records, columns=["entity_id", "unused", "usage_count", "last_used", "detail"]
         )
-
-    def scopes(self, source: Connection) -> list[str]:
-        return space_keys(source)
-
-    def utilisation(self, source: Connection, scopes: Sequence[str]) -> dict[str, float]:
-        counts = association_counts(source, "space_fields", scopes)
-        return {scope: count / FIELD_LIMIT for scope, count in counts.items()}
-
-    def watermark(self, source: Connection, scopes: Sequence[str]) -> dict[str, str]:
-        return space_watermarks(source, scopes)

@@ -5,14 +5,14 @@ Utilisation is associated work types over the 150-work-type limit.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 from sqlalchemy import Connection, text
 
-from precompute_assets.contract import Batch, Extent, ReportTool
-from tool_plugins._spaces import association_counts, space_extent, space_keys, space_watermarks
+from precompute_assets.contract import Batch
+from tool_plugins._spaces import SpaceTool
 
 WORK_TYPE_LIMIT = 150
 
@@ -20,13 +20,12 @@ WORK_TYPE_LIMIT = 150
 WorkTypeUsage = dict[str, list[int]]
 
 
-class UnusedWorkTypes(ReportTool[WorkTypeUsage]):
+class UnusedWorkTypes(SpaceTool[WorkTypeUsage]):
     name = "unused_work_types"
     entity_type = "work_type"
+    association_table = "space_work_types"
+    limit = WORK_TYPE_LIMIT
     description = "Work types of a space that no work item of the space uses."
-
-    def initialise(self, source: Connection, scope: str) -> Extent:
-        return space_extent(source, scope)
 
     def scan(self, source: Connection, batch: Batch) -> WorkTypeUsage:
         rows = source.execute(
@@ -81,13 +80,3 @@ class UnusedWorkTypes(ReportTool[WorkTypeUsage]):
         return pd.DataFrame.from_records(
             records, columns=["entity_id", "unused", "usage_count", "last_used", "detail"]
         )
-
-    def scopes(self, source: Connection) -> list[str]:
-        return space_keys(source)
-
-    def utilisation(self, source: Connection, scopes: Sequence[str]) -> dict[str, float]:
-        counts = association_counts(source, "space_work_types", scopes)
-        return {scope: count / WORK_TYPE_LIMIT for scope, count in counts.items()}
-
-    def watermark(self, source: Connection, scopes: Sequence[str]) -> dict[str, str]:
-        return space_watermarks(source, scopes)

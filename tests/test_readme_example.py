@@ -1,0 +1,50 @@
+"""The README's example tool loads, runs through Dagster and reports what its SQL says."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import sqlalchemy as sa
+from conftest import run_partition, source_connection
+
+from precompute_assets.definitions import build_definitions
+from precompute_assets.registry import register
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _example_tool():
+    [code] = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    return namespace["StaleWorkTypes"]
+
+
+def test_the_readme_tool_is_valid_and_runs(precompute, instance):
+    tools = register([("README.md", _example_tool())])
+    defs = build_definitions(tools, precompute)
+    scope = "t1-s001"
+    assert run_partition(defs, "stale_work_types", scope, instance).success
+
+    header, rows = precompute.store().read("stale_work_types", scope)
+    since = header.summary["params"]["as_of"] - 90 * 86_400
+    with source_connection(precompute.source_url) as source:
+        recent = dict(
+            source.execute(
+                sa.text(
+                    "SELECT a.work_type_id, COUNT(w.id) FROM spaces s"
+                    " JOIN space_work_types a ON a.space_id = s.id"
+                    " LEFT JOIN work_items w ON w.space_id = s.id"
+                    "  AND w.work_type_id = a.work_type_id AND w.created_at >= :since"
+                    " WHERE s.key = :scope GROUP BY a.work_type_id"
+                ),
+                {"scope": scope, "since": since},
+            ).all()
+        )
+    assert dict(zip(rows["entity_id"], rows["usage_count"], strict=True)) == {
+        str(work_type): count for work_type, count in recent.items()
+    }
+    assert set(rows.loc[rows["unused"], "entity_id"]) == {
+        str(work_type) for work_type, count in recent.items() if count == 0
+    }
