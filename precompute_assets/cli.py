@@ -78,9 +78,20 @@ def _demo(args: argparse.Namespace) -> int:
     print()
     print(f"{len(summary)} scopes, {len(tools)} tools in {time.perf_counter() - started:.1f}s.")
     example = summary[0].scope if summary else "SCOPE"
-    print(f"Read one:   precompute report unused_fields {example} --unused-only")
+    print(f"Read one:    {_program()} report unused_fields {example} --unused-only")
     print("Open the UI: make ui   (then http://127.0.0.1:3000, the runs above are there)")
     return 0
+
+
+def _program() -> str:
+    """How the user called this command, so printed hints can be pasted as they are."""
+    called = Path(sys.argv[0])
+    if called.name == "precompute" and called.parent != Path():
+        try:
+            return str(called.resolve().relative_to(Path.cwd()))
+        except ValueError:
+            return str(called)
+    return "precompute"
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -98,7 +109,7 @@ def _report_text(report: Report) -> str:
     lines = [
         f"{header.tool} report for {header.scope}",
         f"  {report.staleness.describe()}",
-        f"  {header.entity_count:,} entities scanned in {header.batch_count} batches; "
+        f"  {header.entity_count:,} entities scanned in {header.batch_count} batch(es); "
         f"{header.row_count} rows, {header.unused_count} unused",
     ]
     if header.utilisation is not None:

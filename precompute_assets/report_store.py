@@ -152,10 +152,7 @@ def _header_from_row(row: sa.Row) -> ReportHeader:
 
 
 def _row_records(header: ReportHeader, rows: pd.DataFrame) -> list[dict[str, Any]]:
-    last_used = rows["last_used"].map(lambda t: None if pd.isna(t) else int(t.timestamp()))
-    details = rows["detail"].map(
-        lambda d: None if not isinstance(d, dict) else json.dumps(d, sort_keys=True)
-    )
+    # Plain Python values: a pandas map would turn a missing time into NaN, not NULL.
     return [
         {
             "tool": header.tool,
@@ -164,16 +161,16 @@ def _row_records(header: ReportHeader, rows: pd.DataFrame) -> list[dict[str, Any
             "entity_id": entity_id,
             "unused": bool(unused),
             "usage_count": int(count),
-            "last_used": used,
-            "detail": detail,
+            "last_used": None if pd.isna(used) else int(used.timestamp()),
+            "detail": json.dumps(detail, sort_keys=True) if isinstance(detail, dict) else None,
         }
         for entity_type, entity_id, unused, count, used, detail in zip(
             rows["entity_type"],
             rows["entity_id"],
             rows["unused"],
             rows["usage_count"],
-            last_used,
-            details,
+            rows["last_used"],
+            rows["detail"],
             strict=True,
         )
     ]
