@@ -14,9 +14,6 @@ from typing import Any
 
 import pandas as pd
 from dagster import (
-    AssetCheckExecutionContext,
-    AssetCheckResult,
-    AssetChecksDefinition,
     AssetKey,
     AssetsDefinition,
     Backoff,
@@ -29,7 +26,6 @@ from dagster import (
     Out,
     Output,
     RetryPolicy,
-    asset_check,
     graph_asset,
     op,
 )
@@ -196,46 +192,6 @@ def build_report_asset(
         return finalise(plan, results.collect())
 
     return report_asset
-
-
-def build_completeness_check(tool: ReportTool[Any]) -> AssetChecksDefinition:
-    """Every planned batch folded, and one row per entity the tool reports on now."""
-
-    @asset_check(
-        asset=report_asset_key(tool),
-        name="report_complete",
-        partitions_def=scopes_partitions(tool),
-        description="Every planned batch was folded and the report has one row per entity.",
-    )
-    def report_complete(
-        context: AssetCheckExecutionContext, precompute: PrecomputeResource
-    ) -> AssetCheckResult:
-        scope = context.partition_key
-        stored = precompute.store().read(tool.name, scope)
-        if stored is None:
-            return AssetCheckResult(passed=False, metadata={"problem": "no report stored"})
-        header, rows = stored
-        folded = header.summary.get("batches_folded")
-        with precompute.source_engine().connect() as source:
-            # Finalising an empty fold lists every entity the report must cover, without a scan.
-            expected = tool.finalise(source, scope, tool.empty(), header.summary.get("params", {}))
-        expected_ids = set(expected["entity_id"].astype(str))
-        stored_ids = set(rows["entity_id"])
-        missing, extra = sorted(expected_ids - stored_ids), sorted(stored_ids - expected_ids)
-        passed = folded == header.batch_count and not missing and not extra
-        return AssetCheckResult(
-            passed=passed,
-            metadata={
-                "batches_planned": header.batch_count,
-                "batches_folded": folded,
-                "rows": len(rows),
-                "entities_missing": len(missing),
-                "entities_extra": len(extra),
-                "examples": MetadataValue.json({"missing": missing[:10], "extra": extra[:10]}),
-            },
-        )
-
-    return report_complete
 
 
 def _scan_and_record(

@@ -111,6 +111,14 @@ class ReportStore:
             record["summary"] = json.dumps(header.summary, sort_keys=True)
             connection.execute(headers.insert().values(**record))
 
+    def delete(self, tool: str, scope: str) -> None:
+        """Remove a scope's report, header and rows together."""
+        with write_transaction(self.engine) as connection:
+            for table in (rows_table, headers):
+                connection.execute(
+                    table.delete().where((table.c.tool == tool) & (table.c.scope == scope))
+                )
+
     def header(self, tool: str, scope: str) -> ReportHeader | None:
         with self.engine.connect() as connection:
             return _read_header(connection, tool, scope)

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from precompute_assets.db import sqlite_url
 
-DEFAULT_BATCH_SIZE = 5_000
-DEFAULT_MAX_SHARDS = 4
+DAY_S = 86_400
+N = TypeVar("N", int, float)
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the framework cannot use; it is named."""
 
 
 @dataclass(frozen=True)
@@ -31,8 +36,8 @@ class Settings:
     home: Path
     source_url: str
     store_url: str
-    batch_size: int = DEFAULT_BATCH_SIZE
-    max_shards: int = DEFAULT_MAX_SHARDS
+    batch_size: int = 5_000
+    max_shards: int = 4
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -42,19 +47,62 @@ class Settings:
             home=home,
             source_url=env.get("PRECOMPUTE_SOURCE_URL") or sqlite_url(home / "source.db"),
             store_url=env.get("PRECOMPUTE_STORE_URL") or sqlite_url(home / "reports.db"),
-            batch_size=_positive_int(env, "PRECOMPUTE_BATCH_SIZE", DEFAULT_BATCH_SIZE),
-            max_shards=_positive_int(env, "PRECOMPUTE_MAX_SHARDS", DEFAULT_MAX_SHARDS),
+            batch_size=_positive(env, "PRECOMPUTE_BATCH_SIZE", cls.batch_size, int),
+            max_shards=_positive(env, "PRECOMPUTE_MAX_SHARDS", cls.max_shards, int),
         )
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+@dataclass(frozen=True)
+class RefreshSettings:
+    """The prioritised refresh policy.
+
+    ===================================  ===============================================  =======
+    environment variable                 meaning                                          default
+    ===================================  ===============================================  =======
+    ``PRECOMPUTE_REFRESH_THRESHOLD``     utilisation from which a scope is high priority  0.7
+    ``PRECOMPUTE_REFRESH_MAX_AGE_DAYS``  age that makes a high scope's report due         7
+    ``PRECOMPUTE_REFRESH_LOW_AGE_DAYS``  age that makes a low scope's report due          30
+    ``PRECOMPUTE_REFRESH_BUDGET``        most run requests per sensor tick                20
+    ``PRECOMPUTE_BASELINE_BUDGET``       most run requests per baseline schedule tick     500
+    ===================================  ===============================================  =======
+    """
+
+    threshold: float = 0.7
+    max_age_days: float = 7.0
+    low_max_age_days: float = 30.0
+    budget: int = 20
+    baseline_budget: int = 500
+
+    @property
+    def max_age_s(self) -> float:
+        return self.max_age_days * DAY_S
+
+    @property
+    def low_max_age_s(self) -> float:
+        return self.low_max_age_days * DAY_S
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RefreshSettings:
+        env = os.environ if environ is None else environ
+        return cls(
+            threshold=_positive(env, "PRECOMPUTE_REFRESH_THRESHOLD", cls.threshold, float),
+            max_age_days=_positive(env, "PRECOMPUTE_REFRESH_MAX_AGE_DAYS", cls.max_age_days, float),
+            low_max_age_days=_positive(
+                env, "PRECOMPUTE_REFRESH_LOW_AGE_DAYS", cls.low_max_age_days, float
+            ),
+            budget=_positive(env, "PRECOMPUTE_REFRESH_BUDGET", cls.budget, int),
+            baseline_budget=_positive(env, "PRECOMPUTE_BASELINE_BUDGET", cls.baseline_budget, int),
+        )
+
+
+def _positive(env: Mapping[str, str], name: str, default: N, kind: Callable[[str], N]) -> N:
     raw = env.get(name)
     if not raw:
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a positive integer, got {raw!r}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {raw!r}")
+        raise SettingsError(f"{name} must be a positive {kind.__name__}, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be a positive {kind.__name__}, got {raw!r}")
     return value

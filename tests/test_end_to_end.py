@@ -80,6 +80,11 @@ def test_the_ground_truth_comparison_covers_the_edge_cases(defs, precompute, ins
         assert (never_used & ~rows["unused"]).any(), f"an unused-looking {kind} field is kept"
 
 
+def _evaluation(result, check_name: str):
+    [evaluation] = [e for e in result.get_asset_check_evaluations() if e.check_name == check_name]
+    return evaluation
+
+
 class DroppingFields(UnusedFields):
     """Loses the first field from every report it finalises from a real scan."""
 
@@ -93,10 +98,11 @@ class DroppingFields(UnusedFields):
 def test_asset_check_passes_on_a_complete_report(defs, precompute, instance):
     scope = _all_scopes(precompute.source_url)[1]
     result = run_partition(defs, "unused_fields", scope, instance)
-    [check] = result.get_asset_check_evaluations()
+    check = _evaluation(result, "report_complete")
     assert check.passed
     assert check.metadata["batches_folded"].value == check.metadata["batches_planned"].value > 0
     assert check.metadata["entities_missing"].value == 0
+    assert _evaluation(result, "report_fresh").passed
 
 
 def test_asset_check_flags_a_report_missing_an_entity(precompute, instance):
@@ -104,7 +110,7 @@ def test_asset_check_flags_a_report_missing_an_entity(precompute, instance):
     dropping_defs = build_definitions({tool.name: tool}, precompute)
     scope = _all_scopes(precompute.source_url)[1]
     result = run_partition(dropping_defs, tool.name, scope, instance)
-    [check] = result.get_asset_check_evaluations()
+    check = _evaluation(result, "report_complete")
     assert not check.passed
     assert check.metadata["entities_missing"].value == 1
 
