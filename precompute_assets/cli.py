@@ -1,4 +1,4 @@
-"""The ``precompute`` command line: run the demo and read stored reports."""
+"""The ``precompute`` command line: the demo, reports, fleet status and on-demand refreshes."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pandas as pd
 
 from precompute_assets.db import DatabaseUnavailableError
 from precompute_assets.reader import NoReportError, Report, ReportReader, UnknownScopeError
-from precompute_assets.registry import ToolContractError, UnknownToolError, load_tools
-from precompute_assets.settings import Settings
+from precompute_assets.registry import ToolContractError, UnknownToolError, get_tool, load_tools
+from precompute_assets.settings import RefreshSettings, Settings, SettingsError
 
 EXPECTED_ERRORS = (
     UnknownToolError,
@@ -23,7 +23,7 @@ EXPECTED_ERRORS = (
     DatabaseUnavailableError,
     ToolContractError,
     FileNotFoundError,
-    ValueError,
+    SettingsError,
 )
 
 
@@ -58,12 +58,29 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true", help="print the report as JSON")
     report.add_argument("--unused-only", action="store_true", help="only the unused entities")
     report.set_defaults(command=_report)
+
+    status = commands.add_parser(
+        "status", help="every scope of a tool: utilisation, report age, staleness, by priority"
+    )
+    status.add_argument("tool")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.set_defaults(command=_status)
+
+    refresh = commands.add_parser("refresh", help="recompute one scope's report now")
+    refresh.add_argument("tool")
+    refresh.add_argument("scope")
+    refresh.add_argument(
+        "--no-wait", action="store_true", help="start the run in the background, print its id"
+    )
+    refresh.add_argument("--run-id", help=argparse.SUPPRESS)
+    refresh.set_defaults(command=_refresh)
     return parser
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from precompute_assets.demo import format_summary, project_instance, run_demo
+    from precompute_assets.demo import format_summary, run_demo
     from precompute_assets.demo_source import DemoScale
+    from precompute_assets.runs import project_instance
 
     started = time.perf_counter()
     scale = DemoScale(
@@ -101,6 +118,41 @@ def _report(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_json(), indent=2, default=str))
     else:
         print(_report_text(report))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from precompute_assets.status import fleet_status, format_status
+
+    tool = get_tool(load_tools(), args.tool)
+    rows = fleet_status(tool, Settings.from_env(), RefreshSettings.from_env())
+    if args.json:
+        print(json.dumps([row.to_json() for row in rows], indent=2))
+    else:
+        print(format_status(rows))
+    return 0
+
+
+def _refresh(args: argparse.Namespace) -> int:
+    from precompute_assets.runs import project_instance, refresh_in_background, refresh_scope
+
+    settings = Settings.from_env()
+    tool = get_tool(load_tools(), args.tool)
+    if args.no_wait:
+        run_id = refresh_in_background(tool, args.scope, settings)
+        print(f"started run {run_id} for {tool.name}/{args.scope}; follow it in the UI (make ui)")
+        return 0
+    result = refresh_scope(
+        tool, args.scope, settings, project_instance(Path.cwd()), run_id=args.run_id
+    )
+    if not result.success:
+        print(f"precompute: error: run {result.run_id} failed; see it in the UI", file=sys.stderr)
+        return 1
+    header = ReportReader.from_settings(settings, {tool.name: tool}).read(tool.name, args.scope)
+    print(
+        f"run {result.run_id} refreshed {tool.name}/{args.scope}: {header.header.row_count} rows, "
+        f"{header.header.unused_count} unused"
+    )
     return 0
 
 

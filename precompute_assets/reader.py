@@ -16,6 +16,7 @@ from precompute_assets.db import check_reachable, connect, create_engine_for
 from precompute_assets.registry import get_tool
 from precompute_assets.report_store import ReportHeader, ReportStore
 from precompute_assets.settings import Settings
+from precompute_assets.text import human_age
 
 
 class NoReportError(LookupError):
@@ -36,7 +37,7 @@ class Staleness:
     source_changed: bool
 
     def describe(self) -> str:
-        age = _human_age(self.age_s)
+        age = human_age(self.age_s)
         changed = "source changed since" if self.source_changed else "source unchanged"
         return f"computed {self.computed_at:%Y-%m-%d %H:%M:%S} UTC ({age} ago), {changed}"
 
@@ -114,10 +115,3 @@ class ReportReader:
     def current_watermark(self, tool: ReportTool[Any], scope: str) -> str | None:
         with connect(self.source) as source:
             return tool.watermark(source, [scope]).get(scope)
-
-
-def _human_age(seconds: float) -> str:
-    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.0f}s"

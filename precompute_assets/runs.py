@@ -1,0 +1,135 @@
+"""Running report jobs outside the daemon: the demo, and on-demand refreshes from the CLI.
+
+Runs go through the project's Dagster instance, so the UI shows them like any other run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dagster import DagsterInstance, Definitions, ExecuteInProcessResult
+
+from precompute_assets.contract import ReportTool
+from precompute_assets.db import connect
+from precompute_assets.definitions import build_definitions, report_job_name
+from precompute_assets.factory import scopes_partitions
+from precompute_assets.reader import UnknownScopeError
+from precompute_assets.refresh import Reason, RefreshRequest, run_key, scope_states
+from precompute_assets.resources import PrecomputeResource
+from precompute_assets.sensors import refresh_tags
+from precompute_assets.settings import Settings
+
+
+def project_instance(project_dir: Path) -> DagsterInstance:
+    """The persistent Dagster instance of the project (``DAGSTER_HOME``, else the project dir).
+
+    ``dagster dev`` started with the same ``DAGSTER_HOME`` shows the runs made here.
+    """
+    if not os.environ.get("DAGSTER_HOME"):
+        if not (project_dir / "dagster.yaml").exists():
+            raise FileNotFoundError(
+                f"no dagster.yaml in {project_dir}: run from the project root or set DAGSTER_HOME"
+            )
+        os.environ["DAGSTER_HOME"] = str(project_dir.resolve())
+    return DagsterInstance.get()
+
+
+def settings_resource(settings: Settings) -> PrecomputeResource:
+    return PrecomputeResource(
+        source_url=settings.source_url,
+        store_url=settings.store_url,
+        batch_size=settings.batch_size,
+        max_shards=settings.max_shards,
+    )
+
+
+def register_scopes(
+    instance: DagsterInstance, tool: ReportTool[Any], scopes: list[str]
+) -> list[str]:
+    """Make the tool's partitions equal to ``scopes``; return the scopes added."""
+    name = scopes_partitions(tool).name
+    known = set(instance.get_dynamic_partitions(name))
+    added = [scope for scope in scopes if scope not in known]
+    if added:
+        instance.add_dynamic_partitions(name, added)
+    for scope in sorted(known - set(scopes)):
+        instance.delete_dynamic_partition(name, scope)
+    return added
+
+
+def materialise_scope(
+    defs: Definitions,
+    tool: ReportTool[Any],
+    scope: str,
+    instance: DagsterInstance,
+    *,
+    tags: Mapping[str, str] | None = None,
+    run_id: str | None = None,
+    log_level: str = "WARNING",
+) -> ExecuteInProcessResult:
+    """Compute one scope's report in this process, recorded as a run of the tool's job."""
+    return defs.resolve_job_def(report_job_name(tool)).execute_in_process(
+        partition_key=scope,
+        instance=instance,
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        tags=tags,
+        run_id=run_id,
+        raise_on_error=False,
+    )
+
+
+def refresh_scope(
+    tool: ReportTool[Any],
+    scope: str,
+    settings: Settings,
+    instance: DagsterInstance,
+    *,
+    run_id: str | None = None,
+    log_level: str = "INFO",
+) -> ExecuteInProcessResult:
+    """An on-demand refresh: a run of the tool's job for ``scope``, tagged and prioritised."""
+    precompute = settings_resource(settings)
+    states = scope_states(tool, precompute.source_engine(), precompute.store(), [scope])
+    if not states:
+        raise UnknownScopeError(f"unknown scope {scope!r}: the source has no such scope")
+    [state] = states
+    name = scopes_partitions(tool).name
+    if not instance.has_dynamic_partition(name, scope):
+        instance.add_dynamic_partitions(name, [scope])
+    request = RefreshRequest(scope, Reason.ON_DEMAND, state.utilisation, run_key(state))
+    defs = build_definitions({tool.name: tool}, precompute)
+    return materialise_scope(
+        defs,
+        tool,
+        scope,
+        instance,
+        tags=refresh_tags(tool, request),
+        run_id=run_id,
+        log_level=log_level,
+    )
+
+
+def refresh_in_background(tool: ReportTool[Any], scope: str, settings: Settings) -> str:
+    """Start ``precompute refresh`` in a detached process and return its run id at once."""
+    with connect(PrecomputeResource(source_url=settings.source_url).source_engine()) as source:
+        if scope not in tool.watermark(source, [scope]):
+            raise UnknownScopeError(f"unknown scope {scope!r}: the source has no such scope")
+    run_id = str(uuid.uuid4())
+    log = settings.home / "logs" / f"refresh-{run_id}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "precompute_assets.cli", "refresh", tool.name, scope]
+    with log.open("w") as output:
+        subprocess.Popen(
+            [*command, "--run-id", run_id],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return run_id
