@@ -1,0 +1,227 @@
+"""Sensors and the schedule, ticked with build_sensor_context against a real instance."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from conftest import SMALL_SCALE, run_partition
+from dagster import DagsterRunStatus, build_schedule_context, build_sensor_context
+
+from precompute_assets.contract import REPORT_COLUMNS
+from precompute_assets.db import sqlite_url
+from precompute_assets.definitions import build_definitions
+from precompute_assets.demo_source import generate_source, touch_space
+from precompute_assets.refresh import scope_states
+from precompute_assets.report_store import ReportHeader, headers
+from precompute_assets.resources import PrecomputeResource
+
+TOOL = "unused_fields"
+PARTITIONS = f"{TOOL}_scopes"
+
+
+@pytest.fixture
+def own(tmp_path, tools):
+    """A source of this test's own (the tests edit it), its store and definitions."""
+    source_url = sqlite_url(tmp_path / "source.db")
+    generate_source(source_url, SMALL_SCALE)
+    precompute = PrecomputeResource(
+        source_url=source_url, store_url=sqlite_url(tmp_path / "reports.db"), batch_size=2_000
+    )
+    return precompute, build_definitions(tools, precompute)
+
+
+def _tick(defs, name, instance, precompute, cursor=None):
+    context = build_sensor_context(
+        instance=instance, resources={"precompute": precompute}, cursor=cursor
+    )
+    return defs.resolve_sensor_def(name)(context)
+
+
+def _states(precompute, tools):
+    return {
+        s.scope: s
+        for s in scope_states(tools[TOOL], precompute.source_engine(), precompute.store())
+    }
+
+
+def _register_all(instance, precompute, tools):
+    scopes = sorted(_states(precompute, tools))
+    instance.add_dynamic_partitions(PARTITIONS, scopes)
+    return scopes
+
+
+def _commit_fake_report(precompute, scope, watermark, computed_at, generation=1):
+    """A header as a past run would have left it (rows do not matter to the policy)."""
+    header = ReportHeader(TOOL, scope, generation, computed_at, watermark, 1, 0, 0, 1, 1, 0.1)
+    precompute.store().commit(header, pd.DataFrame(columns=list(REPORT_COLUMNS)))
+
+
+def test_discovery_adds_new_scopes_removes_gone_ones_and_requests_first_reports(
+    own, instance, tools, monkeypatch
+):
+    precompute, defs = own
+    monkeypatch.setenv("PRECOMPUTE_REFRESH_BUDGET", "3")
+    instance.add_dynamic_partitions(PARTITIONS, ["gone-s999"])
+    _commit_fake_report(precompute, "gone-s999", "w", 1.0)
+
+    result = _tick(defs, f"{TOOL}_discovery_sensor", instance, precompute)
+
+    states = _states(precompute, tools)
+    [add, delete] = result.dynamic_partitions_requests
+    assert sorted(add.partition_keys) == sorted(states)
+    assert list(delete.partition_keys) == ["gone-s999"]
+    assert precompute.store().header(TOOL, "gone-s999") is None
+    # The first reports are requested within the budget, highest utilisation first.
+    by_utilisation = sorted(states, key=lambda s: -states[s].utilisation)
+    assert [r.partition_key for r in result.run_requests] == by_utilisation[:3]
+    assert {r.tags["precompute/reason"] for r in result.run_requests} == {"missing"}
+
+
+def test_refresh_orders_by_priority_sets_tags_and_respects_the_budget(
+    own, instance, tools, monkeypatch
+):
+    precompute, defs = own
+    monkeypatch.setenv("PRECOMPUTE_REFRESH_BUDGET", "2")
+    _register_all(instance, precompute, tools)
+    states = _states(precompute, tools)
+
+    result = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
+
+    ranked = sorted(states.values(), key=lambda s: -s.utilisation)
+    assert ranked[0].utilisation >= 0.7, "the demo source has scopes near their limits"
+    requested = [r.partition_key for r in result.run_requests]
+    assert requested == [s.scope for s in ranked[:2]]
+    first = result.run_requests[0]
+    assert first.tags["dagster/priority"] == str(round(ranked[0].utilisation * 100))
+    assert first.tags["precompute/reason"] == "missing"
+    assert first.job_name in (None, f"{TOOL}_job")
+
+
+def test_fresh_reports_are_left_alone_below_and_above_the_threshold(own, instance, tools):
+    precompute, defs = own
+    scopes = _register_all(instance, precompute, tools)
+    for scope in scopes:
+        assert run_partition(defs, TOOL, scope, instance).success
+    result = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
+    assert result.run_requests == []
+
+
+def test_a_moved_watermark_refreshes_a_high_scope_but_not_a_low_one(own, instance, tools):
+    precompute, defs = own
+    scopes = _register_all(instance, precompute, tools)
+    for scope in scopes:
+        assert run_partition(defs, TOOL, scope, instance).success
+    states = _states(precompute, tools)
+    high = max(states.values(), key=lambda s: s.utilisation).scope
+    low = min(states.values(), key=lambda s: s.utilisation).scope
+    touch_space(precompute.source_url, high)
+    touch_space(precompute.source_url, low)
+
+    result = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
+
+    assert [(r.partition_key, r.tags["precompute/reason"]) for r in result.run_requests] == [
+        (high, "changed")
+    ]
+    # The same state gives the same run key: the daemon never launches that refresh twice.
+    again = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
+    assert [r.run_key for r in again.run_requests] == [r.run_key for r in result.run_requests]
+
+
+def test_reports_past_their_maximum_age_are_refreshed(own, instance, tools):
+    precompute, defs = own
+    scopes = _register_all(instance, precompute, tools)
+    states = _states(precompute, tools)
+    high = max(states.values(), key=lambda s: s.utilisation).scope
+    low = min(states.values(), key=lambda s: s.utilisation).scope
+    now = time.time()
+    for scope in scopes:
+        _commit_fake_report(precompute, scope, states[scope].watermark, now)
+    _commit_fake_report(precompute, high, states[high].watermark, now - 8 * 86_400)
+    _commit_fake_report(precompute, low, states[low].watermark, now - 20 * 86_400)
+    result = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
+    assert [(r.partition_key, r.tags["precompute/reason"]) for r in result.run_requests] == [
+        (high, "aged")
+    ]
+
+    _commit_fake_report(precompute, low, states[low].watermark, now - 31 * 86_400)
+    result = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
+    assert {(r.partition_key, r.tags["precompute/reason"]) for r in result.run_requests} == {
+        (high, "aged"),
+        (low, "aged"),
+    }
+
+
+def test_no_request_for_a_scope_with_a_run_in_flight(own, instance, tools, monkeypatch):
+    precompute, defs = own
+    monkeypatch.setenv("PRECOMPUTE_REFRESH_BUDGET", "1")
+    _register_all(instance, precompute, tools)
+    first = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute).run_requests[0]
+    instance.create_run_for_job(
+        defs.resolve_job_def(f"{TOOL}_job"),
+        tags={"dagster/partition": first.partition_key},
+        status=DagsterRunStatus.STARTED,
+    )
+    [next_request] = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute).run_requests
+    assert next_request.partition_key != first.partition_key
+
+
+def test_freshness_is_reported_for_high_scopes_when_it_changes(own, instance, tools):
+    precompute, defs = own
+    scopes = _register_all(instance, precompute, tools)
+    for scope in scopes:
+        assert run_partition(defs, TOOL, scope, instance).success
+    states = _states(precompute, tools)
+    high = sorted(s.scope for s in states.values() if s.utilisation >= 0.7)
+
+    first = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
+    assert sorted(e.partition for e in first.asset_events) == high
+    assert all(e.passed for e in first.asset_events)
+
+    quiet = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute, cursor=first.cursor)
+    assert quiet.asset_events == []
+
+    touch_space(precompute.source_url, high[0])
+    moved = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute, cursor=quiet.cursor)
+    [warning] = moved.asset_events
+    assert (warning.partition, warning.passed, warning.check_name) == (
+        high[0],
+        False,
+        "report_fresh",
+    )
+    assert warning.severity.value == "WARN"
+    assert json.loads(moved.cursor)["stale"] == [high[0]]
+
+
+def test_baseline_schedule_requests_aged_reports_of_low_scopes(own, instance, tools):
+    precompute, defs = own
+    scopes = _register_all(instance, precompute, tools)
+    states = _states(precompute, tools)
+    now = time.time()
+    for scope in scopes:
+        _commit_fake_report(precompute, scope, states[scope].watermark, now)
+    low = min(states.values(), key=lambda s: s.utilisation).scope
+    _commit_fake_report(precompute, low, states[low].watermark, now - 45 * 86_400)
+
+    context = build_schedule_context(instance=instance, resources={"precompute": precompute})
+    requests = list(defs.resolve_schedule_def(f"{TOOL}_baseline_schedule")(context))
+
+    assert [(r.partition_key, r.tags["precompute/reason"]) for r in requests] == [(low, "aged")]
+    assert defs.resolve_schedule_def(f"{TOOL}_baseline_schedule").cron_schedule == "0 3 1 * *"
+
+
+def test_removing_a_scope_from_the_source_removes_it_from_the_fleet(own, instance, tools):
+    precompute, defs = own
+    scopes = _register_all(instance, precompute, tools)
+    assert run_partition(defs, TOOL, scopes[0], instance).success
+    with precompute.source_engine().begin() as source:
+        source.execute(sa.text("DELETE FROM spaces WHERE key = :k"), {"k": scopes[0]})
+
+    result = _tick(defs, f"{TOOL}_discovery_sensor", instance, precompute)
+
+    assert [list(r.partition_keys) for r in result.dynamic_partitions_requests] == [[scopes[0]]]
+    with precompute.store().engine.connect() as store:
+        assert store.execute(sa.select(headers).where(headers.c.scope == scopes[0])).all() == []
