@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)
 
-.PHONY: install demo test lint format ui clean
+.PHONY: install demo test lint format ui bench clean
 
 install: $(STAMP)
 
@@ -33,6 +33,9 @@ format: $(STAMP)
 
 ui: $(STAMP)
 	$(BIN)/dagster dev -w workspace.yaml
+
+bench: $(STAMP)
+	$(BIN)/python bench/sensor_tick.py --scopes 1000 10000
 
 clean:
 	rm -rf .precompute storage history schedules logs .logs_queue .nux .telemetry

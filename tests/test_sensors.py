@@ -9,12 +9,17 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 from conftest import SMALL_SCALE, run_partition
-from dagster import DagsterRunStatus, build_schedule_context, build_sensor_context
+from dagster import (
+    DagsterRunStatus,
+    build_schedule_context,
+    build_sensor_context,
+    instance_for_test,
+)
 
 from precompute_assets.contract import REPORT_COLUMNS
 from precompute_assets.db import sqlite_url
 from precompute_assets.definitions import build_definitions
-from precompute_assets.demo_source import generate_source, touch_space
+from precompute_assets.demo_source import DemoScale, generate_source, touch_space
 from precompute_assets.refresh import scope_states
 from precompute_assets.report_store import ReportHeader, headers
 from precompute_assets.resources import PrecomputeResource
@@ -225,3 +230,29 @@ def test_removing_a_scope_from_the_source_removes_it_from_the_fleet(own, instanc
     assert [list(r.partition_keys) for r in result.dynamic_partitions_requests] == [[scopes[0]]]
     with precompute.store().engine.connect() as store:
         assert store.execute(sa.select(headers).where(headers.c.scope == scopes[0])).all() == []
+
+
+def _statements_per_tick(tmp_path, tools, instance, spaces: int) -> int:
+    source_url = sqlite_url(tmp_path / f"source-{spaces}.db")
+    generate_source(source_url, DemoScale(tenants=2, spaces=spaces, work_items=spaces * 30))
+    precompute = PrecomputeResource(
+        source_url=source_url, store_url=sqlite_url(tmp_path / f"r-{spaces}.db")
+    )
+    defs = build_definitions(tools, precompute)
+    _register_all(instance, precompute, tools)
+    statements: list[str] = []
+
+    def record(_connection, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    for engine in (precompute.source_engine(), precompute.store().engine):
+        sa.event.listen(engine, "before_cursor_execute", record)
+    _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
+    return len(statements)
+
+
+def test_a_tick_makes_the_same_few_queries_for_any_number_of_scopes(tmp_path, tools):
+    with instance_for_test() as small, instance_for_test() as large:
+        few = _statements_per_tick(tmp_path, tools, small, 6)
+        many = _statements_per_tick(tmp_path, tools, large, 60)
+    assert few == many <= 10
