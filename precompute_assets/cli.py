@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from precompute_assets.db import DatabaseUnavailableError
+from precompute_assets.db import DatabaseUnavailableError, connect, create_engine_for
 from precompute_assets.reader import NoReportError, Report, ReportReader, UnknownScopeError
 from precompute_assets.registry import ToolContractError, UnknownToolError, get_tool, load_tools
 from precompute_assets.settings import RefreshSettings, Settings, SettingsError
@@ -77,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     refresh.add_argument("--run-id", help=argparse.SUPPRESS)
     refresh.set_defaults(command=_refresh)
+
+    touch = commands.add_parser(
+        "touch", help="add work items to demo spaces as users would, moving their watermarks"
+    )
+    touch.add_argument("scopes", nargs="*", help="space keys (default: every space)")
+    touch.add_argument("--items", type=int, default=5, help="work items to add per space")
+    touch.set_defaults(command=_touch)
     return parser
 
 
@@ -156,6 +163,25 @@ def _refresh(args: argparse.Namespace) -> int:
         f"run {result.run_id} refreshed {tool.name}/{args.scope}: {header.header.row_count} rows, "
         f"{header.header.unused_count} unused"
     )
+    return 0
+
+
+def _touch(args: argparse.Namespace) -> int:
+    from precompute_assets.demo_source import touch_space
+
+    settings = Settings.from_env()
+    scopes = args.scopes
+    if not scopes:
+        with connect(create_engine_for(settings.source_url, must_exist=True)) as source:
+            scopes = [key for (key,) in source.exec_driver_sql("SELECT key FROM spaces")]
+    for scope in scopes:
+        try:
+            touch_space(settings.source_url, scope, items=args.items)
+        except LookupError:
+            raise UnknownScopeError(
+                f"unknown scope {scope!r}: the source has no such space"
+            ) from None
+    print(f"added {args.items} work items to each of {len(scopes)} spaces")
     return 0
 
 

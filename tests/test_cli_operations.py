@@ -1,0 +1,112 @@
+"""`precompute status`, `refresh` and `touch` as an operator uses them, on a project instance."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from conftest import SMALL_SCALE
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+from precompute_assets.cli import main
+from precompute_assets.db import sqlite_url
+from precompute_assets.demo_source import generate_source
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A project folder of its own: dagster.yaml, a source it may edit, an empty store."""
+    shutil.copy(PROJECT / "dagster.yaml", tmp_path / "dagster.yaml")
+    source_url = sqlite_url(tmp_path / "source.db")
+    generate_source(source_url, SMALL_SCALE)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.setenv("PRECOMPUTE_HOME", str(tmp_path / ".precompute"))
+    monkeypatch.setenv("PRECOMPUTE_SOURCE_URL", source_url)
+    monkeypatch.setenv("PRECOMPUTE_STORE_URL", sqlite_url(tmp_path / "reports.db"))
+    monkeypatch.setenv("PRECOMPUTE_DISABLE_PLUGIN_AUTOLOAD", "1")
+    return tmp_path
+
+
+def _status(capsys) -> list[dict]:
+    assert main(["status", "unused_fields", "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_status_lists_scopes_in_refresh_priority_order(project, capsys):
+    rows = _status(capsys)
+    assert len(rows) == SMALL_SCALE.spaces
+    high = [row for row in rows if row["high"]]
+    assert high and rows[: len(high)] == high, "high scopes first"
+    assert [r["utilisation"] for r in high] == sorted(
+        (r["utilisation"] for r in high), reverse=True
+    )
+    assert all(r["stale"] and r["due"] == "missing" and r["report_age_s"] is None for r in rows)
+
+    assert main(["status", "unused_fields"]) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[0].split()[:3] == ["scope", "utilisation", "report"]
+    assert "no report" in text and "STALE" in text
+
+
+def test_refresh_runs_one_scope_on_the_project_instance_and_tags_it(project, capsys):
+    scope = _status(capsys)[0]["scope"]
+    assert main(["refresh", "unused_fields", scope]) == 0
+    out = capsys.readouterr().out
+    assert f"refreshed unused_fields/{scope}" in out
+
+    with DagsterInstance.get() as instance:
+        [run] = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.SUCCESS]))
+    assert run.tags["dagster/partition"] == scope
+    assert run.tags["precompute/reason"] == "on demand"
+    assert run.tags["dagster/priority"] == "1000"
+    row = next(r for r in _status(capsys) if r["scope"] == scope)
+    assert (row["stale"], row["due"]) == (False, None)
+
+
+def test_refresh_without_waiting_returns_a_run_id_that_completes(project, capsys):
+    scope = _status(capsys)[-1]["scope"]
+    assert main(["refresh", "unused_work_types", scope, "--no-wait"]) == 0
+    run_id = capsys.readouterr().out.split()[2]
+
+    deadline = time.monotonic() + 120
+    with DagsterInstance.get() as instance:
+        while time.monotonic() < deadline:
+            run = instance.get_run_by_id(run_id)
+            if run is not None and run.is_finished:
+                break
+            time.sleep(0.5)
+        assert run is not None and run.status == DagsterRunStatus.SUCCESS, (
+            project / ".precompute" / "logs" / f"refresh-{run_id}.log"
+        ).read_text()
+    assert main(["report", "unused_work_types", scope, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["scope"] == scope
+
+
+def test_touch_moves_a_scope_source_and_status_shows_it(project, capsys):
+    scope = _status(capsys)[0]["scope"]
+    assert main(["refresh", "unused_fields", scope]) == 0
+    capsys.readouterr()
+    assert main(["touch", scope, "--items", "2"]) == 0
+    capsys.readouterr()
+    row = next(r for r in _status(capsys) if r["scope"] == scope)
+    assert (row["source_changed"], row["stale"], row["due"]) == (True, True, "changed")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["refresh", "unused_fields", "zz-s999"], "unknown scope 'zz-s999'"),
+        (["refresh", "unused_fields", "zz-s999", "--no-wait"], "unknown scope 'zz-s999'"),
+        (["refresh", "nope", "t1-s001"], "unknown tool 'nope'"),
+        (["status", "nope"], "unknown tool 'nope'"),
+        (["touch", "zz-s999"], "unknown scope 'zz-s999'"),
+    ],
+)
+def test_operator_errors_exit_non_zero_naming_the_problem(project, capsys, argv, message):
+    assert main(argv) == 1
+    assert message in capsys.readouterr().err
