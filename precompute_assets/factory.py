@@ -8,7 +8,6 @@ the batches already there, so a retried shard or a rerun after a crash never cou
 report in one transaction.
 """
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +29,8 @@ from dagster import (
     op,
 )
 
-from precompute_assets.contract import Batch, ReportTool, validate_report
-from precompute_assets.db import write_transaction
-from precompute_assets.ledger import Ledger
+from precompute_assets.contract import ReportTool
+from precompute_assets.job import ShardResult, finalise_job, open_job, run_shard
 from precompute_assets.plan import JobPlan, Shard
 from precompute_assets.report_store import ReportHeader
 from precompute_assets.resources import PrecomputeResource
@@ -43,22 +41,11 @@ DEFAULT_RETRY_POLICY = RetryPolicy(
 GROUP_NAME = "precompute_reports"
 
 
-class ScanError(RuntimeError):
-    """A tool's scan raised; the message names the tool, scope and batch."""
-
-
 @dataclass(frozen=True)
 class ShardTask:
     plan: JobPlan
     shard: Shard
-
-
-@dataclass(frozen=True)
-class ShardResult:
-    shard: int
-    batches_scanned: int
-    batches_skipped: int
-    seconds: float
+    evictions_before: int | None  # the cache tier's eviction count when the job was planned
 
 
 def report_asset_key(tool: ReportTool[Any]) -> AssetKey:
@@ -76,14 +63,18 @@ def build_report_asset(
 
     @op(name=f"{tool.name}_initialise", out=Out(JobPlan))
     def initialise(context: OpExecutionContext, precompute: PrecomputeResource) -> JobPlan:
-        scope = context.partition_key
-        settings = precompute.settings()
-        with precompute.source_engine().connect() as source:
-            extent = tool.initialise(source, scope)
-        plan = precompute.ledger().open_job(tool.name, scope, extent, settings.batch_size)
+        ledger = precompute.ledger()
+        plan = open_job(
+            tool,
+            context.partition_key,
+            precompute.source_engine(),
+            ledger,
+            precompute.settings().batch_size,
+        )
         context.log.info(
             f"{'resumed' if plan.resumed else 'opened'} job {plan.generation} for "
-            f"{tool.name}/{scope}: {extent.entity_count} entities in {plan.batch_count} batches"
+            f"{tool.name}/{plan.scope}: {plan.extent.entity_count} entities in "
+            f"{plan.batch_count} batches"
         )
         return plan
 
@@ -93,23 +84,17 @@ def build_report_asset(
         # Dagster needs at least one output for the collect step to run; an empty scope gets one
         # shard with no batches.
         for shard in shards or [Shard(0, 0, -1)]:
-            yield DynamicOutput(ShardTask(plan, shard), mapping_key=shard.mapping_key)
+            yield DynamicOutput(
+                ShardTask(plan, shard, precompute.ledger().evictions()),
+                mapping_key=shard.mapping_key,
+            )
 
     @op(name=f"{tool.name}_scan_shard", retry_policy=retry_policy)
     def scan_shard(
         context: OpExecutionContext, precompute: PrecomputeResource, task: ShardTask
     ) -> Output[ShardResult]:
-        started = time.perf_counter()
-        plan, shard = task.plan, task.shard
-        ledger = precompute.ledger()
-        recorded = ledger.recorded(plan, shard.batch_indices)
-        todo = [index for index in shard.batch_indices if index not in recorded]
-        with precompute.source_engine().connect() as source:
-            for index in todo:
-                _scan_and_record(tool, source, ledger, plan, plan.batch(index))
-        result = ShardResult(
-            shard.index, len(todo), len(shard.batch_indices) - len(todo), _since(started)
-        )
+        shard = task.shard
+        result = run_shard(tool, task.plan, shard, precompute.source_engine(), precompute.ledger())
         context.log.info(
             f"shard {shard.index}: scanned {result.batches_scanned} batches, skipped "
             f"{result.batches_skipped} already in the ledger, in {result.seconds:.2f}s"
@@ -129,55 +114,33 @@ def build_report_asset(
     def finalise(
         context: OpExecutionContext,
         precompute: PrecomputeResource,
-        plan: JobPlan,
+        tasks: list[ShardTask],
         shard_results: list[ShardResult],
     ) -> Output[dict[str, Any]]:
         ledger = precompute.ledger()
-        contributions = ledger.contributions(plan)
-        missing = [index for index in range(plan.batch_count) if index not in contributions]
-        with precompute.source_engine().connect() as source:
-            for index in missing:
-                contributions[index] = _scan_and_record(
-                    tool, source, ledger, plan, plan.batch(index)
-                )
-            total = tool.empty()
-            for index in range(plan.batch_count):
-                total = tool.merge(total, contributions[index])
-            rows = validate_report(
-                tool, plan.scope, tool.finalise(source, plan.scope, total, plan.extent.params)
-            )
-            utilisation = tool.utilisation(source, [plan.scope]).get(plan.scope)
-        computed_at = time.time()
-        header = ReportHeader(
-            tool=tool.name,
-            scope=plan.scope,
-            generation=plan.generation,
-            computed_at=computed_at,
-            watermark=plan.extent.watermark,
-            entity_count=plan.extent.entity_count,
-            row_count=len(rows),
-            unused_count=int(rows["unused"].sum()),
-            batch_count=plan.batch_count,
+        plan = tasks[0].plan
+        report = finalise_job(
+            tool,
+            plan,
+            precompute.source_engine(),
+            ledger,
+            precompute.store(),
             shard_count=len(shard_results),
-            duration_s=round(computed_at - plan.started_at, 4),
-            utilisation=utilisation,
             run_id=context.run_id,
-            summary={
-                "params": dict(plan.extent.params),
-                "batches_folded": plan.batch_count,
-                "batches_rescanned_at_finalise": len(missing),
-                "resumed": plan.resumed,
-            },
         )
-        precompute.store().commit(header, rows)
-        ledger.close_job(plan)
+        header = report.header
         context.log.info(
             f"committed {tool.name}/{plan.scope}: {header.row_count} rows, "
             f"{header.unused_count} unused, generation {plan.generation}"
+            + (f"; rescanned lost batches {report.rescanned}" if report.rescanned else "")
         )
+        metadata = _materialisation_metadata(header, report.rows, len(report.rescanned))
+        evictions = ledger.evictions()
+        if evictions is not None and tasks[0].evictions_before is not None:
+            metadata["cache_evictions"] = evictions - tasks[0].evictions_before
         return Output(
             {"scope": plan.scope, "rows": header.row_count, "unused": header.unused_count},
-            metadata=_materialisation_metadata(header, rows, len(missing)),
+            metadata=metadata,
         )
 
     @graph_asset(
@@ -187,26 +150,10 @@ def build_report_asset(
         description=tool.description or f"The {tool.name} report, one partition per scope.",
     )
     def report_asset():
-        plan = initialise()
-        results = plan_shards(plan).map(scan_shard)
-        return finalise(plan, results.collect())
+        tasks = plan_shards(initialise())
+        return finalise(tasks.collect(), tasks.map(scan_shard).collect())
 
     return report_asset
-
-
-def _scan_and_record(
-    tool: ReportTool[Any], source: Any, ledger: Ledger, plan: JobPlan, batch: Batch
-) -> Any:
-    try:
-        contribution = tool.scan(source, batch)
-    except Exception as error:
-        raise ScanError(
-            f"tool {tool.name!r} failed to scan scope {batch.scope!r}, batch {batch.index} "
-            f"(keys {batch.first_key}..{batch.last_key}): {error}"
-        ) from error
-    with write_transaction(ledger.engine) as connection:
-        ledger.record(connection, plan, batch.index, contribution)
-    return contribution
 
 
 def _materialisation_metadata(
@@ -232,7 +179,3 @@ def _materialisation_metadata(
             else "none"
         ),
     }
-
-
-def _since(started: float) -> float:
-    return round(time.perf_counter() - started, 4)

@@ -3,6 +3,9 @@
 Upserting by key makes a retried or duplicated batch overwrite itself, so the report is a fold
 over distinct batches whatever ran twice or in which order. A job that crashed is resumed by the
 next run with the same plan, and the batches already in the ledger are not scanned again.
+
+Contributions live in the SQL table below, or, with a cache tier (``cache.py``), in Redis or
+memcached; the jobs always live in SQL.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
+from precompute_assets.cache import ContributionCache, contribution_key
 from precompute_assets.contract import Extent
 from precompute_assets.db import write_transaction
 from precompute_assets.plan import JobPlan, plan_fingerprint
@@ -56,10 +60,11 @@ def decode(text: str) -> Any:
 
 
 class Ledger:
-    """The durable SQL ledger (SQLite or PostgreSQL)."""
+    """Jobs in SQL (SQLite or PostgreSQL); contributions in SQL or in a cache tier."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, cache: ContributionCache | None = None) -> None:
         self.engine = engine
+        self.cache = cache
         metadata.create_all(engine)
 
     def open_job(self, tool: str, scope: str, extent: Extent, batch_size: int) -> JobPlan:
@@ -104,40 +109,55 @@ class Ledger:
             tool, scope, generation, extent, batch_size, resumed=False, started_at=time.time()
         )
 
-    def recorded(self, plan: JobPlan, indices: Iterable[int] | None = None) -> set[int]:
-        """Batch indices of this job already in the ledger (optionally among ``indices``)."""
-        query = sa.select(batches.c.batch).where(_job_key(plan))
-        if indices is not None:
-            wanted = list(indices)
-            if not wanted:
-                return set()
-            query = query.where(batches.c.batch.between(min(wanted), max(wanted)))
+    def recorded(self, plan: JobPlan, indices: Iterable[int]) -> set[int]:
+        """Which of ``indices`` this job has a contribution for."""
+        wanted = list(indices)
+        if not wanted:
+            return set()
+        if self.cache is not None:
+            keys = {_cache_key(plan, index): index for index in wanted}
+            return {keys[key] for key in self.cache.get_many(keys)}
+        query = sa.select(batches.c.batch).where(
+            _job_key(plan) & batches.c.batch.between(min(wanted), max(wanted))
+        )
         with self.engine.connect() as connection:
-            return {row.batch for row in connection.execute(query)}
+            return {row.batch for row in connection.execute(query)} & set(wanted)
 
-    def record(self, connection: Connection, plan: JobPlan, index: int, contribution: Any) -> None:
-        """Upsert one batch's contribution; call inside a transaction on this ledger's engine."""
+    def record(self, plan: JobPlan, index: int, contribution: Any) -> None:
+        """Upsert one batch's contribution under its key."""
+        encoded = encode(contribution)
+        if self.cache is not None:
+            self.cache.set(_cache_key(plan, index), encoded)
+            return
         values = {
             "tool": plan.tool,
             "scope": plan.scope,
             "generation": plan.generation,
             "batch": index,
-            "contribution": encode(contribution),
+            "contribution": encoded,
             "scanned_at": time.time(),
         }
-        insert = _dialect_insert(connection)(batches).values(**values)
-        connection.execute(
-            insert.on_conflict_do_update(
-                index_elements=["tool", "scope", "generation", "batch"],
-                set_={"contribution": insert.excluded.contribution, "scanned_at": time.time()},
+        with write_transaction(self.engine) as connection:
+            insert = _dialect_insert(connection)(batches).values(**values)
+            connection.execute(
+                insert.on_conflict_do_update(
+                    index_elements=["tool", "scope", "generation", "batch"],
+                    set_={"contribution": insert.excluded.contribution, "scanned_at": time.time()},
+                )
             )
-        )
 
     def contributions(self, plan: JobPlan) -> dict[int, Any]:
-        """Every recorded contribution of this job, by batch index."""
+        """Every contribution of this job's planned batches that the ledger holds, by batch."""
+        if self.cache is not None:
+            keys = {_cache_key(plan, index): index for index in range(plan.batch_count)}
+            return {keys[key]: decode(value) for key, value in self.cache.get_many(keys).items()}
         query = sa.select(batches.c.batch, batches.c.contribution).where(_job_key(plan))
         with self.engine.connect() as connection:
-            return {row.batch: decode(row.contribution) for row in connection.execute(query)}
+            return {
+                row.batch: decode(row.contribution)
+                for row in connection.execute(query)
+                if row.batch < plan.batch_count
+            }
 
     def close_job(self, plan: JobPlan) -> None:
         """Mark the job closed and expire its entries: only the report persists."""
@@ -152,6 +172,16 @@ class Ledger:
                 .values(status="closed", closed_at=time.time())
             )
             connection.execute(batches.delete().where(_job_key(plan)))
+        if self.cache is not None:
+            self.cache.delete_many(_cache_key(plan, index) for index in range(plan.batch_count))
+
+    def evictions(self) -> int | None:
+        """The cache tier's eviction count, or None without one."""
+        return None if self.cache is None else self.cache.evictions()
+
+
+def _cache_key(plan: JobPlan, index: int) -> str:
+    return contribution_key(plan.tool, plan.scope, plan.generation, index)
 
 
 def _job_key(plan: JobPlan) -> sa.ColumnElement[bool]:

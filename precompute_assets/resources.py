@@ -9,6 +9,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 from sqlalchemy import Engine
 
+from precompute_assets.cache import cache_from_url, check_cache_reachable
 from precompute_assets.db import create_engine_for
 from precompute_assets.ledger import Ledger
 from precompute_assets.report_store import ReportStore
@@ -32,12 +33,16 @@ class PrecomputeResource(ConfigurableResource):
     )
     batch_size: int | None = Field(default=None, description="Entities per scanned batch.")
     max_shards: int | None = Field(default=None, description="Most mapped scan steps per job.")
+    cache_url: str | None = Field(
+        default=None,
+        description="redis://host:port/db or memcached://host:port for batch contributions.",
+    )
 
     def settings(self) -> Settings:
         settings = Settings.from_env()
         overrides = {
             name: getattr(self, name)
-            for name in ("source_url", "store_url", "batch_size", "max_shards")
+            for name in ("source_url", "store_url", "batch_size", "max_shards", "cache_url")
             if getattr(self, name) is not None
         }
         return replace(settings, **overrides)
@@ -46,7 +51,8 @@ class PrecomputeResource(ConfigurableResource):
         return _source_engine(self.settings().source_url)
 
     def ledger(self) -> Ledger:
-        return _ledger(self.settings().store_url)
+        settings = self.settings()
+        return _ledger(settings.store_url, settings.cache_url)
 
     def store(self) -> ReportStore:
         return _store(self.settings().store_url)
@@ -65,8 +71,9 @@ def _source_engine(url: str) -> Engine:
 
 
 @cache
-def _ledger(url: str) -> Ledger:
-    return Ledger(_engine(url))
+def _ledger(url: str, cache_url: str | None) -> Ledger:
+    tier = None if cache_url is None else check_cache_reachable(cache_from_url(cache_url))
+    return Ledger(_engine(url), tier)
 
 
 @cache

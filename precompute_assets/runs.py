@@ -46,6 +46,7 @@ def settings_resource(settings: Settings) -> PrecomputeResource:
         store_url=settings.store_url,
         batch_size=settings.batch_size,
         max_shards=settings.max_shards,
+        cache_url=settings.cache_url,
     )
 
 

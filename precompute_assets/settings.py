@@ -30,6 +30,7 @@ class Settings:
     ``PRECOMPUTE_STORE_URL``   URL of the ledger and report store          ``HOME/reports.db``
     ``PRECOMPUTE_BATCH_SIZE``  entities per scanned batch                  5000
     ``PRECOMPUTE_MAX_SHARDS``  most mapped scan steps per job              4
+    ``PRECOMPUTE_CACHE_URL``   Redis or memcached tier for contributions   none (SQL ledger)
     =========================  ==========================================  ====================
     """
 
@@ -38,6 +39,7 @@ class Settings:
     store_url: str
     batch_size: int = 5_000
     max_shards: int = 4
+    cache_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -49,6 +51,7 @@ class Settings:
             store_url=env.get("PRECOMPUTE_STORE_URL") or sqlite_url(home / "reports.db"),
             batch_size=_positive(env, "PRECOMPUTE_BATCH_SIZE", cls.batch_size, int),
             max_shards=_positive(env, "PRECOMPUTE_MAX_SHARDS", cls.max_shards, int),
+            cache_url=env.get("PRECOMPUTE_CACHE_URL") or None,
         )
 
 

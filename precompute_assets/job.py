@@ -1,0 +1,131 @@
+"""The three phases of one job, without Dagster: the ops in ``factory.py`` call these.
+
+Keeping them plain functions lets the property-based tests drive the exact code a run executes,
+delivering, redelivering, losing and reordering batches at will.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Connection, Engine
+
+from precompute_assets.contract import Batch, ReportTool, validate_report
+from precompute_assets.db import connect
+from precompute_assets.ledger import Ledger
+from precompute_assets.plan import JobPlan, Shard
+from precompute_assets.report_store import ReportHeader, ReportStore
+
+
+class ScanError(RuntimeError):
+    """A tool's scan raised; the message names the tool, scope and batch."""
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    shard: int
+    batches_scanned: int
+    batches_skipped: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FinalisedReport:
+    header: ReportHeader
+    rows: pd.DataFrame
+    rescanned: list[int]  # planned batches whose contribution the ledger had lost or never got
+
+
+def open_job(tool: ReportTool[Any], scope: str, source: Engine, ledger: Ledger, batch_size: int):
+    """Initialise: bound the job in the source, then open or resume it in the ledger."""
+    with connect(source) as connection:
+        extent = tool.initialise(connection, scope)
+    return ledger.open_job(tool.name, scope, extent, batch_size)
+
+
+def scan_and_record(
+    tool: ReportTool[Any], source: Connection, ledger: Ledger, plan: JobPlan, batch: Batch
+) -> Any:
+    """Scan one batch and checkpoint its contribution under its key."""
+    try:
+        contribution = tool.scan(source, batch)
+    except Exception as error:
+        raise ScanError(
+            f"tool {tool.name!r} failed to scan scope {batch.scope!r}, batch {batch.index} "
+            f"(keys {batch.first_key}..{batch.last_key}): {error}"
+        ) from error
+    ledger.record(plan, batch.index, contribution)
+    return contribution
+
+
+def run_shard(
+    tool: ReportTool[Any], plan: JobPlan, shard: Shard, source: Engine, ledger: Ledger
+) -> ShardResult:
+    """Scan the shard's batches in order, skipping those already in the ledger.
+
+    One source connection serves the whole shard: opening one per batch costs more than a
+    small batch's query.
+    """
+    started = time.perf_counter()
+    recorded = ledger.recorded(plan, shard.batch_indices)
+    todo = [index for index in shard.batch_indices if index not in recorded]
+    with connect(source) as connection:
+        for index in todo:
+            scan_and_record(tool, connection, ledger, plan, plan.batch(index))
+    seconds = round(time.perf_counter() - started, 4)
+    return ShardResult(shard.index, len(todo), len(shard.batch_indices) - len(todo), seconds)
+
+
+def finalise_job(
+    tool: ReportTool[Any],
+    plan: JobPlan,
+    source: Engine,
+    ledger: Ledger,
+    store: ReportStore,
+    *,
+    shard_count: int,
+    run_id: str | None = None,
+) -> FinalisedReport:
+    """Fold exactly the planned batches (rescanning lost ones), commit, close the job."""
+    contributions = ledger.contributions(plan)
+    missing = [index for index in range(plan.batch_count) if index not in contributions]
+    with connect(source) as connection:
+        for index in missing:
+            contributions[index] = scan_and_record(
+                tool, connection, ledger, plan, plan.batch(index)
+            )
+        total = tool.empty()
+        for index in range(plan.batch_count):
+            total = tool.merge(total, contributions[index])
+        rows = validate_report(
+            tool, plan.scope, tool.finalise(connection, plan.scope, total, plan.extent.params)
+        )
+        utilisation = tool.utilisation(connection, [plan.scope]).get(plan.scope)
+    computed_at = time.time()
+    header = ReportHeader(
+        tool=tool.name,
+        scope=plan.scope,
+        generation=plan.generation,
+        computed_at=computed_at,
+        watermark=plan.extent.watermark,
+        entity_count=plan.extent.entity_count,
+        row_count=len(rows),
+        unused_count=int(rows["unused"].sum()),
+        batch_count=plan.batch_count,
+        shard_count=shard_count,
+        duration_s=round(computed_at - plan.started_at, 4),
+        utilisation=utilisation,
+        run_id=run_id,
+        summary={
+            "params": dict(plan.extent.params),
+            "batches_folded": plan.batch_count,
+            "batches_rescanned_at_finalise": len(missing),
+            "resumed": plan.resumed,
+        },
+    )
+    store.commit(header, rows)
+    ledger.close_job(plan)
+    return FinalisedReport(header, rows, missing)
