@@ -118,8 +118,8 @@ def check_cache_reachable(cache: ContributionCache) -> ContributionCache:
     return cache
 
 
-def contribution_key(tool: str, scope: str, generation: int, batch: int) -> str:
+def contribution_key(tool: str, scope: str, job_id: str, batch: int) -> str:
     """A key both servers accept: scopes with other characters are hashed."""
     if not _SAFE_KEY.match(scope):
         scope = hashlib.sha1(scope.encode()).hexdigest()
-    return f"precompute:{tool}:{scope}:{generation}:{batch}"
+    return f"precompute:{tool}:{scope}:{job_id}:{batch}"

@@ -170,7 +170,8 @@ def validate_report(tool: ReportTool[Any], scope: str, rows: pd.DataFrame) -> pd
     if counts.isna().any() or (counts < 0).any() or not (counts == counts.round()).all():
         raise fail("usage_count must be a non-negative integer")
     rows["usage_count"] = counts.astype("int64")
-    rows["last_used"] = _as_utc(rows["last_used"], fail)
+    # Whole seconds, as the report store keeps them, so a report reads back as it was written.
+    rows["last_used"] = _as_utc(rows["last_used"], fail).dt.floor("s").astype("datetime64[s, UTC]")
     if not rows["detail"].map(_is_json_object).all():
         raise fail("detail must be a JSON-serialisable dict or missing")
     return rows.loc[:, list(REPORT_COLUMNS)].reset_index(drop=True)

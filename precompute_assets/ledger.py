@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -31,6 +32,7 @@ jobs = sa.Table(
     sa.Column("tool", sa.String(100), primary_key=True),
     sa.Column("scope", sa.String(200), primary_key=True),
     sa.Column("generation", sa.Integer, primary_key=True),
+    sa.Column("job_id", sa.String(32), nullable=False),
     sa.Column("fingerprint", sa.String(64), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),  # open, closed or superseded
     sa.Column("extent", sa.Text, nullable=False),
@@ -85,8 +87,10 @@ class Ledger:
                     batch_size,
                     resumed=True,
                     started_at=time.time(),
+                    job_id=latest.job_id,
                 )
             generation = 1 if latest is None else latest.generation + 1
+            job_id = uuid.uuid4().hex
             connection.execute(
                 jobs.update().where(key & (jobs.c.status == "open")).values(status="superseded")
             )
@@ -98,6 +102,7 @@ class Ledger:
                     tool=tool,
                     scope=scope,
                     generation=generation,
+                    job_id=job_id,
                     fingerprint=fingerprint,
                     status="open",
                     extent=json.dumps(_extent_json(extent)),
@@ -106,7 +111,14 @@ class Ledger:
                 )
             )
         return JobPlan(
-            tool, scope, generation, extent, batch_size, resumed=False, started_at=time.time()
+            tool,
+            scope,
+            generation,
+            extent,
+            batch_size,
+            resumed=False,
+            started_at=time.time(),
+            job_id=job_id,
         )
 
     def recorded(self, plan: JobPlan, indices: Iterable[int]) -> set[int]:
@@ -181,7 +193,7 @@ class Ledger:
 
 
 def _cache_key(plan: JobPlan, index: int) -> str:
-    return contribution_key(plan.tool, plan.scope, plan.generation, index)
+    return contribution_key(plan.tool, plan.scope, plan.job_id, index)
 
 
 def _job_key(plan: JobPlan) -> sa.ColumnElement[bool]:

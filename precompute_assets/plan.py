@@ -27,6 +27,7 @@ class JobPlan:
     batch_size: int
     resumed: bool
     started_at: float  # when this run opened or resumed the job, for its duration
+    job_id: str = ""  # unique across stores, so a shared cache tier never mixes two jobs
 
     @property
     def keys_per_batch(self) -> int:

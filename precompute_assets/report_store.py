@@ -188,6 +188,8 @@ def _rows_frame(fetched: list[sa.Row]) -> pd.DataFrame:
     frame = pd.DataFrame(fetched, columns=list(REPORT_COLUMNS))
     frame["unused"] = frame["unused"].astype(bool)
     frame["usage_count"] = frame["usage_count"].astype("int64")
-    frame["last_used"] = pd.to_datetime(frame["last_used"], unit="s", utc=True)
+    frame["last_used"] = pd.to_datetime(frame["last_used"], unit="s", utc=True).astype(
+        "datetime64[s, UTC]"
+    )
     frame["detail"] = frame["detail"].map(lambda d: json.loads(d) if d else {})
     return frame

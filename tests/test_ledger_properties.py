@@ -1,0 +1,163 @@
+"""Property-based: whatever happens to batches, the report is the fold of distinct batches.
+
+A Hypothesis state machine drives the framework's own phase functions (``precompute_assets.job``)
+against a real source, a real SQLite ledger and the real Redis tier: it delivers batches in any
+order, redelivers them, crashes scans before their checkpoint, evicts contributions from the
+cache tier, runs whole shards, and finalises. After every finalise the stored report must equal
+the reference report, a plain fold over every distinct batch.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from functools import cache
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import require_service
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from precompute_assets.cache import RedisCache, contribution_key
+from precompute_assets.db import create_engine_for, sqlite_url
+from precompute_assets.demo_source import DemoScale, generate_source
+from precompute_assets.job import ScanError, finalise_job, open_job, run_shard, scan_and_record
+from precompute_assets.ledger import Ledger
+from precompute_assets.report_store import ReportStore
+from tool_plugins.unused_fields import UnusedFields
+
+REDIS_URL = "redis://127.0.0.1:6379/14"
+BATCH_SIZE = 300
+
+
+class CrashingFields(UnusedFields):
+    """unused_fields whose scan can be told to die after its query, before its checkpoint."""
+
+    def __init__(self) -> None:
+        self.crash_next = False
+
+    def scan(self, source, batch):
+        contribution = super().scan(source, batch)
+        if self.crash_next:
+            self.crash_next = False
+            raise ConnectionResetError("worker died mid-batch")
+        return contribution
+
+
+@cache
+def _source() -> tuple[str, str]:
+    """A small source, and its space with the most work items."""
+    folder = Path(tempfile.mkdtemp(prefix="precompute-properties-"))
+    url = sqlite_url(folder / "source.db")
+    generate_source(url, DemoScale(tenants=1, spaces=3, work_items=6_000, seed=5))
+    with create_engine_for(url).connect() as connection:
+        scope = connection.exec_driver_sql(
+            "SELECT s.key FROM spaces s JOIN work_items w ON w.space_id = s.id"
+            " GROUP BY s.key ORDER BY COUNT(*) DESC LIMIT 1"
+        ).scalar()
+    return url, scope
+
+
+def _comparable(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows.sort_values("entity_id").reset_index(drop=True)
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    @initialize()
+    def open(self) -> None:
+        self.tool = CrashingFields()
+        url, self.scope = _source()
+        self.source = create_engine_for(url, must_exist=True)
+        folder = Path(tempfile.mkdtemp(prefix="precompute-ledger-"))
+        store_engine = create_engine_for(sqlite_url(folder / "store.db"))
+        self.cache = RedisCache(REDIS_URL)
+        self.ledger = Ledger(store_engine, self.cache)
+        self.store = ReportStore(store_engine)
+        self.plan = open_job(self.tool, self.scope, self.source, self.ledger, BATCH_SIZE)
+        self.reference = self._reference()
+        self.finalised = 0
+
+    def _reference(self) -> pd.DataFrame:
+        """A plain fold over every distinct batch, in order, outside the ledger."""
+        from precompute_assets.contract import validate_report
+
+        total = self.tool.empty()
+        with self.source.connect() as connection:
+            for index in range(self.plan.batch_count):
+                total = self.tool.merge(total, self.tool.scan(connection, self.plan.batch(index)))
+            rows = self.tool.finalise(connection, self.scope, total, self.plan.extent.params)
+        return _comparable(validate_report(self.tool, self.scope, rows))
+
+    def _batch(self, data) -> int:
+        return data.draw(st.integers(0, self.plan.batch_count - 1), label="batch")
+
+    @rule(data=st.data())
+    def deliver(self, data) -> None:
+        index = self._batch(data)
+        with self.source.connect() as connection:
+            scan_and_record(self.tool, connection, self.ledger, self.plan, self.plan.batch(index))
+
+    @rule(data=st.data())
+    def crash_mid_batch(self, data) -> None:
+        index = self._batch(data)
+        self.tool.crash_next = True
+        with self.source.connect() as connection, pytest.raises(ScanError, match="mid-batch"):
+            scan_and_record(self.tool, connection, self.ledger, self.plan, self.plan.batch(index))
+
+    @rule(data=st.data())
+    def evict(self, data) -> None:
+        index = self._batch(data)
+        key = contribution_key(self.tool.name, self.scope, self.plan.job_id, index)
+        self.cache.delete_many([key])
+
+    @rule(data=st.data(), max_shards=st.integers(1, 4))
+    def run_a_shard(self, data, max_shards) -> None:
+        shards = self.plan.shards(max_shards)
+        shard = data.draw(st.sampled_from(shards), label="shard")
+        run_shard(self.tool, self.plan, shard, self.source, self.ledger)
+
+    @rule()
+    def finalise(self) -> None:
+        finalise_job(self.tool, self.plan, self.source, self.ledger, self.store, shard_count=1)
+        self.finalised += 1
+        stored = self.store.read(self.tool.name, self.scope)[1]
+        pd.testing.assert_frame_equal(_comparable(stored), self.reference)
+        # The next job starts clean: a new generation, nothing carried over.
+        self.plan = open_job(self.tool, self.scope, self.source, self.ledger, BATCH_SIZE)
+        assert self.ledger.recorded(self.plan, range(self.plan.batch_count)) == set()
+
+    @invariant()
+    def ledger_holds_only_planned_batches(self) -> None:
+        if hasattr(self, "plan"):
+            held = self.ledger.recorded(self.plan, range(self.plan.batch_count))
+            assert held <= set(range(self.plan.batch_count))
+
+    @precondition(lambda self: hasattr(self, "plan"))
+    @rule()
+    def redeliver_everything_held(self) -> None:
+        with self.source.connect() as connection:
+            for index in sorted(self.ledger.recorded(self.plan, range(self.plan.batch_count))):
+                batch = self.plan.batch(index)
+                scan_and_record(self.tool, connection, self.ledger, self.plan, batch)
+
+
+@pytest.fixture(autouse=True)
+def redis_available():
+    cache_tier = RedisCache(REDIS_URL)
+    try:
+        cache_tier.client.flushdb()
+    except Exception:
+        require_service("Redis at 127.0.0.1:6379", "start redis-server on port 6379")
+    yield
+    cache_tier.client.flushdb()
+
+
+TestLedgerMachine = LedgerMachine.TestCase
+TestLedgerMachine.settings = settings(
+    max_examples=60,
+    stateful_step_count=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
