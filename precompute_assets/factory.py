@@ -8,10 +8,13 @@ the batches already there, so a retried shard or a rerun after a crash never cou
 report in one transaction.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+import sqlalchemy as sa
 from dagster import (
     AssetKey,
     AssetsDefinition,
@@ -25,11 +28,13 @@ from dagster import (
     Out,
     Output,
     RetryPolicy,
+    RetryRequested,
     graph_asset,
     op,
 )
 
 from precompute_assets.contract import ReportTool
+from precompute_assets.db import DatabaseUnavailableError
 from precompute_assets.job import ShardResult, finalise_job, open_job, run_shard
 from precompute_assets.plan import JobPlan, Shard
 from precompute_assets.report_store import ReportHeader
@@ -39,6 +44,26 @@ DEFAULT_RETRY_POLICY = RetryPolicy(
     max_retries=3, delay=1.0, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
 )
 GROUP_NAME = "precompute_reports"
+# Failures worth another attempt: the database or the network, not the tool or the data.
+TRANSIENT_ERRORS = (
+    sa.exc.OperationalError,
+    sa.exc.DisconnectionError,
+    DatabaseUnavailableError,
+    OSError,
+)
+
+
+@contextmanager
+def retry_transient(context: OpExecutionContext, policy: RetryPolicy) -> Iterator[None]:
+    """Ask Dagster to retry the step, with exponential backoff, on a transient failure only.
+
+    An unknown scope or a malformed report fails at once: retrying cannot mend it.
+    """
+    try:
+        yield
+    except TRANSIENT_ERRORS as error:
+        wait = (policy.delay or 0) * 2**context.retry_number
+        raise RetryRequested(max_retries=policy.max_retries, seconds_to_wait=wait) from error
 
 
 @dataclass(frozen=True)
@@ -63,14 +88,14 @@ def build_report_asset(
 
     @op(name=f"{tool.name}_initialise", out=Out(JobPlan))
     def initialise(context: OpExecutionContext, precompute: PrecomputeResource) -> JobPlan:
-        ledger = precompute.ledger()
-        plan = open_job(
-            tool,
-            context.partition_key,
-            precompute.source_engine(),
-            ledger,
-            precompute.settings().batch_size,
-        )
+        with retry_transient(context, retry_policy):
+            plan = open_job(
+                tool,
+                context.partition_key,
+                precompute.source_engine(),
+                precompute.ledger(),
+                precompute.settings().batch_size,
+            )
         context.log.info(
             f"{'resumed' if plan.resumed else 'opened'} job {plan.generation} for "
             f"{tool.name}/{plan.scope}: {plan.extent.entity_count} entities in "
@@ -119,15 +144,16 @@ def build_report_asset(
     ) -> Output[dict[str, Any]]:
         ledger = precompute.ledger()
         plan = tasks[0].plan
-        report = finalise_job(
-            tool,
-            plan,
-            precompute.source_engine(),
-            ledger,
-            precompute.store(),
-            shard_count=len(shard_results),
-            run_id=context.run_id,
-        )
+        with retry_transient(context, retry_policy):
+            report = finalise_job(
+                tool,
+                plan,
+                precompute.source_engine(),
+                ledger,
+                precompute.store(),
+                shard_count=len(shard_results),
+                run_id=context.run_id,
+            )
         header = report.header
         context.log.info(
             f"committed {tool.name}/{plan.scope}: {header.row_count} rows, "

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Connection, Engine
 
-from precompute_assets.contract import Batch, ReportTool, validate_report
+from precompute_assets.contract import Batch, ReportTool, ScopeNotFoundError, validate_report
 from precompute_assets.db import connect
 from precompute_assets.ledger import Ledger
 from precompute_assets.plan import JobPlan, Shard
@@ -93,6 +93,11 @@ def finalise_job(
     contributions = ledger.contributions(plan)
     missing = [index for index in range(plan.batch_count) if index not in contributions]
     with connect(source) as connection:
+        if plan.scope not in tool.watermark(connection, [plan.scope]):
+            raise ScopeNotFoundError(
+                f"scope {plan.scope!r} was deleted from the source during the {tool.name} job; "
+                "its report was not committed"
+            )
         for index in missing:
             contributions[index] = scan_and_record(
                 tool, connection, ledger, plan, plan.batch(index)
