@@ -76,6 +76,18 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             yield connection
 
 
+def ensure_tables(engine: Engine, metadata: sa.MetaData) -> None:
+    """Create missing tables, safe when several processes start on a new database at once."""
+    try:
+        # On SQLite the write lock serialises the creators; PostgreSQL lets one of them win.
+        with write_transaction(engine) as connection:
+            metadata.create_all(connection)
+    except (sa.exc.ProgrammingError, sa.exc.IntegrityError, sa.exc.OperationalError) as error:
+        if "already exists" not in str(error) and "duplicate key" not in str(error):
+            raise
+        metadata.create_all(engine)
+
+
 @contextmanager
 def snapshot_transaction(engine: Engine) -> Iterator[Connection]:
     """A read transaction whose statements all see one snapshot (header and rows agree)."""

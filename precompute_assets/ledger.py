@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine
 
 from precompute_assets.cache import ContributionCache, contribution_key
 from precompute_assets.contract import Extent
-from precompute_assets.db import write_transaction
+from precompute_assets.db import ensure_tables, write_transaction
 from precompute_assets.plan import JobPlan, plan_fingerprint
 
 metadata = sa.MetaData()
@@ -67,7 +67,7 @@ class Ledger:
     def __init__(self, engine: Engine, cache: ContributionCache | None = None) -> None:
         self.engine = engine
         self.cache = cache
-        metadata.create_all(engine)
+        ensure_tables(engine, metadata)
 
     def open_job(self, tool: str, scope: str, extent: Extent, batch_size: int) -> JobPlan:
         """Resume the open job with the same plan, or start a new generation and drop older ones."""

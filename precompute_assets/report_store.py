@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from precompute_assets.contract import REPORT_COLUMNS
-from precompute_assets.db import snapshot_transaction, write_transaction
+from precompute_assets.db import ensure_tables, snapshot_transaction, write_transaction
 
 metadata = sa.MetaData()
 
@@ -85,7 +85,7 @@ class ReportStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine)
+        ensure_tables(engine, metadata)
 
     def commit(self, header: ReportHeader, rows: pd.DataFrame) -> None:
         """Replace the scope's report with ``rows`` (validated report shape) in one transaction."""

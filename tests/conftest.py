@@ -86,6 +86,25 @@ def postgres_url() -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture
+def own_source(tmp_path) -> PrecomputeResource:
+    """A source of the test's own, which it may edit, and an empty store."""
+    url = sqlite_url(tmp_path / "own_source.db")
+    generate_source(url, SMALL_SCALE)
+    return PrecomputeResource(
+        source_url=url, store_url=sqlite_url(tmp_path / "own_reports.db"), batch_size=1_000
+    )
+
+
+def largest_scope(precompute: PrecomputeResource) -> str:
+    """The scope with the most work items: the one with the most batches."""
+    with precompute.source_engine().connect() as source:
+        return source.exec_driver_sql(
+            "SELECT s.key FROM spaces s JOIN work_items w ON w.space_id = s.id"
+            " GROUP BY s.key ORDER BY COUNT(*) DESC LIMIT 1"
+        ).scalar()
+
+
 def run_partition(defs, tool_name: str, scope: str, instance: DagsterInstance, **kwargs):
     """Materialise one scope through the tool's partitioned job (its asset check included)."""
     instance.add_dynamic_partitions(f"{tool_name}_scopes", [scope])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
-from conftest import run_partition
+from conftest import largest_scope, run_partition
 from dagster import DagsterEventType, RetryPolicy
 
 from precompute_assets.definitions import build_definitions
@@ -30,15 +30,6 @@ class RecordingFields(UnusedFields):
         return super().scan(source, batch)
 
 
-def _largest_scope(precompute) -> str:
-    headers_source = precompute.source_engine()
-    with headers_source.connect() as source:
-        return source.exec_driver_sql(
-            "SELECT s.key FROM spaces s JOIN work_items w ON w.space_id = s.id"
-            " GROUP BY s.key ORDER BY COUNT(*) DESC LIMIT 1"
-        ).scalar()
-
-
 def _rows(precompute, tool_name, scope) -> pd.DataFrame:
     return precompute.store().read(tool_name, scope)[1].drop(columns=["entity_type"])
 
@@ -46,7 +37,7 @@ def _rows(precompute, tool_name, scope) -> pd.DataFrame:
 def test_a_shard_retried_by_its_policy_does_not_double_count(precompute, instance, defs):
     tool = RecordingFields()
     flaky_defs = build_definitions({tool.name: tool}, precompute, RetryPolicy(max_retries=2))
-    scope = _largest_scope(precompute)
+    scope = largest_scope(precompute)
     assert run_partition(defs, "unused_fields", scope, instance).success
     clean = _rows(precompute, "unused_fields", scope)
 
@@ -67,7 +58,7 @@ def test_a_shard_retried_by_its_policy_does_not_double_count(precompute, instanc
 def test_a_run_after_a_failed_run_rescans_only_missing_batches(precompute, instance, defs):
     tool = RecordingFields()
     flaky_defs = build_definitions({tool.name: tool}, precompute, RetryPolicy(max_retries=0))
-    scope = _largest_scope(precompute)
+    scope = largest_scope(precompute)
     assert run_partition(defs, "unused_fields", scope, instance).success
     clean = _rows(precompute, "unused_fields", scope)
 
@@ -96,7 +87,7 @@ def test_a_scan_error_names_tool_scope_and_batch(precompute, instance):
     tool = RecordingFields()
     tool.fail_always = {0}
     flaky_defs = build_definitions({tool.name: tool}, precompute, RetryPolicy(max_retries=0))
-    scope = _largest_scope(precompute)
+    scope = largest_scope(precompute)
     result = run_partition(flaky_defs, tool.name, scope, instance, raise_on_error=False)
     failures = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
     message = failures[0].event_specific_data.error.to_string()

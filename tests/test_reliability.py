@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from conftest import SMALL_SCALE, run_partition
+from conftest import SMALL_SCALE, largest_scope, run_partition
 from dagster import DagsterEventType, RetryPolicy
 
 from precompute_assets.contract import REPORT_COLUMNS, Extent
@@ -38,22 +38,8 @@ TOOL = "unused_fields"
 
 
 @pytest.fixture
-def own(tmp_path, tools):
-    """A source this test may edit, an empty store, and definitions over them."""
-    source_url = sqlite_url(tmp_path / "source.db")
-    generate_source(source_url, SMALL_SCALE)
-    precompute = PrecomputeResource(
-        source_url=source_url, store_url=sqlite_url(tmp_path / "reports.db"), batch_size=1_000
-    )
-    return precompute, build_definitions(tools, precompute, RetryPolicy(max_retries=1))
-
-
-def _largest_scope(precompute) -> str:
-    with precompute.source_engine().connect() as source:
-        return source.exec_driver_sql(
-            "SELECT s.key FROM spaces s JOIN work_items w ON w.space_id = s.id"
-            " GROUP BY s.key ORDER BY COUNT(*) DESC LIMIT 1"
-        ).scalar()
+def own(own_source, tools):
+    return own_source, build_definitions(tools, own_source, RetryPolicy(max_retries=1))
 
 
 def _failure_messages(result) -> str:
@@ -127,7 +113,7 @@ def test_a_polling_reader_never_sees_a_mix_or_an_empty_report(backend, tmp_path,
 def test_an_older_job_cannot_overwrite_a_newer_report(own):
     precompute, _ = own
     tool = UnusedFields()
-    scope = _largest_scope(precompute)
+    scope = largest_scope(precompute)
     source, ledger, store = precompute.source_engine(), precompute.ledger(), precompute.store()
     older = open_job(tool, scope, source, ledger, 1_000)
     touch_space(precompute.source_url, scope)
@@ -146,7 +132,7 @@ def test_an_older_job_cannot_overwrite_a_newer_report(own):
 
 def test_two_runs_of_one_scope_at_once_leave_one_complete_report(own, tmp_path, defs, instance):
     precompute, _ = own
-    scope = _largest_scope(precompute)
+    scope = largest_scope(precompute)
     shutil.copy(PROJECT / "dagster.yaml", tmp_path / "dagster.yaml")
     env = {
         **os.environ,
@@ -211,7 +197,7 @@ class DeletingFields(UnusedFields):
 
 def test_a_scope_deleted_mid_run_is_not_committed_and_the_old_report_stays(own, instance, tools):
     precompute, defs = own
-    scope = _largest_scope(precompute)
+    scope = largest_scope(precompute)
     assert run_partition(defs, TOOL, scope, instance).success
     before = precompute.store().read(TOOL, scope)
 
@@ -236,7 +222,7 @@ class MalformedFields(UnusedFields):
 
 def test_a_malformed_report_is_rejected_before_commit(own, instance):
     precompute, defs = own
-    scope = _largest_scope(precompute)
+    scope = largest_scope(precompute)
     assert run_partition(defs, TOOL, scope, instance).success
     before = precompute.store().read(TOOL, scope)
 
@@ -305,7 +291,7 @@ def test_a_connection_dropped_mid_scan_is_retried_and_the_report_is_clean(
         batch_size=1_000,
         max_shards=1,
     )
-    scope = _largest_scope(precompute)
+    scope = largest_scope(precompute)
     assert run_partition(
         build_definitions({TOOL: UnusedFields()}, precompute), TOOL, scope, instance
     )

@@ -8,7 +8,7 @@ import time
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from conftest import SMALL_SCALE, run_partition
+from conftest import run_partition
 from dagster import (
     DagsterRunStatus,
     build_schedule_context,
@@ -29,14 +29,8 @@ PARTITIONS = f"{TOOL}_scopes"
 
 
 @pytest.fixture
-def own(tmp_path, tools):
-    """A source of this test's own (the tests edit it), its store and definitions."""
-    source_url = sqlite_url(tmp_path / "source.db")
-    generate_source(source_url, SMALL_SCALE)
-    precompute = PrecomputeResource(
-        source_url=source_url, store_url=sqlite_url(tmp_path / "reports.db"), batch_size=2_000
-    )
-    return precompute, build_definitions(tools, precompute)
+def own(own_source, tools):
+    return own_source, build_definitions(tools, own_source)
 
 
 def _tick(defs, name, instance, precompute, cursor=None):
