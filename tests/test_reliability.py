@@ -130,7 +130,7 @@ def test_an_older_job_cannot_overwrite_a_newer_report(own):
     assert (header.generation, header.watermark) == (newer.generation, newer.extent.watermark)
 
 
-def test_two_runs_of_one_scope_at_once_leave_one_complete_report(own, tmp_path, defs, instance):
+def test_two_runs_of_one_scope_at_once_leave_one_complete_report(own, tmp_path, instance):
     precompute, _ = own
     scope = largest_scope(precompute)
     shutil.copy(PROJECT / "dagster.yaml", tmp_path / "dagster.yaml")
@@ -141,6 +141,10 @@ def test_two_runs_of_one_scope_at_once_leave_one_complete_report(own, tmp_path, 
         "PRECOMPUTE_STORE_URL": precompute.store_url,
         "PRECOMPUTE_BATCH_SIZE": "500",
     }
+    # The project's Dagster instance exists before runs start (Dagster's own SQLite storage
+    # is not safe to create from two processes at once).
+    create = "from dagster import DagsterInstance; DagsterInstance.get()"
+    subprocess.run([sys.executable, "-c", create], env=env, check=True)
     command = [sys.executable, "-m", "precompute_assets.cli", "refresh", TOOL, scope]
     runs = [
         subprocess.Popen(
