@@ -84,6 +84,16 @@ def _parser() -> argparse.ArgumentParser:
     touch.add_argument("scopes", nargs="*", help="space keys (default: every space)")
     touch.add_argument("--items", type=int, default=5, help="work items to add per space")
     touch.set_defaults(command=_touch)
+
+    check_tool = commands.add_parser(
+        "check-tool",
+        help="check a tool against its contract: batches shuffled, duplicated, re-cut, in threads",
+    )
+    check_tool.add_argument("tool")
+    check_tool.add_argument(
+        "--scope", help="scope to check (default: the largest of the tool's first 20 scopes)"
+    )
+    check_tool.set_defaults(command=_check_tool)
     return parser
 
 
@@ -182,6 +192,35 @@ def _touch(args: argparse.Namespace) -> int:
                 f"unknown scope {scope!r}: the source has no such space"
             ) from None
     print(f"added {args.items} work items to each of {len(scopes)} spaces")
+    return 0
+
+
+def _check_tool(args: argparse.Namespace) -> int:
+    from precompute_assets.checker import check_tool, format_check
+    from precompute_assets.contract import MalformedReportError
+    from precompute_assets.db import check_reachable
+
+    settings = Settings.from_env()
+    tool = get_tool(load_tools(), args.tool)
+    source = check_reachable(create_engine_for(settings.source_url, must_exist=True))
+    try:
+        result = check_tool(
+            tool,
+            source,
+            args.scope,
+            batch_size=settings.batch_size,
+            max_shards=settings.max_shards,
+        )
+    except MalformedReportError as error:
+        print(f"precompute: error: {error}", file=sys.stderr)
+        return 1
+    print(format_check(result))
+    if result.violation is not None:
+        print(
+            f"precompute: error: {tool.name} breaks its contract: {result.violation}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
