@@ -1,6 +1,8 @@
 """Asset checks on every tool's report: complete when written, fresh while it is read."""
 
 import time
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 from dagster import (
@@ -24,12 +26,6 @@ FRESHNESS_CHECK = "report_fresh"
 def build_completeness_check(tool: ReportTool[Any]) -> AssetChecksDefinition:
     """Every planned batch folded, and one row per entity the tool reports on now."""
 
-    @asset_check(
-        asset=report_asset_key(tool),
-        name="report_complete",
-        partitions_def=scopes_partitions(tool),
-        description="Every planned batch was folded and the report has one row per entity.",
-    )
     def report_complete(
         context: AssetCheckExecutionContext, precompute: PrecomputeResource
     ) -> AssetCheckResult:
@@ -58,7 +54,11 @@ def build_completeness_check(tool: ReportTool[Any]) -> AssetChecksDefinition:
             },
         )
 
-    return report_complete
+    return _per_scope_check(
+        tool,
+        report_complete,
+        "Every planned batch was folded and the report has one row per entity.",
+    )
 
 
 def build_freshness_check(tool: ReportTool[Any]) -> AssetChecksDefinition:
@@ -68,12 +68,6 @@ def build_freshness_check(tool: ReportTool[Any]) -> AssetChecksDefinition:
     it by hand evaluates one scope now.
     """
 
-    @asset_check(
-        asset=report_asset_key(tool),
-        name=FRESHNESS_CHECK,
-        partitions_def=scopes_partitions(tool),
-        description="A scope above the utilisation threshold has a fresh report.",
-    )
     def report_fresh(
         context: AssetCheckExecutionContext, precompute: PrecomputeResource
     ) -> AssetCheckResult:
@@ -91,7 +85,24 @@ def build_freshness_check(tool: ReportTool[Any]) -> AssetChecksDefinition:
             metadata=freshness_metadata(state, now),
         )
 
-    return report_fresh
+    return _per_scope_check(
+        tool, report_fresh, "A scope above the utilisation threshold has a fresh report."
+    )
+
+
+def _per_scope_check(
+    tool: ReportTool[Any], check: Callable[..., AssetCheckResult], description: str
+) -> AssetChecksDefinition:
+    """An asset check partitioned like the tool's report, one evaluation per scope."""
+    with warnings.catch_warnings():
+        # Partitioned checks are a Dagster preview; its warning would repeat in every process.
+        warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*")
+        return asset_check(
+            asset=report_asset_key(tool),
+            name=check.__name__,
+            partitions_def=scopes_partitions(tool),
+            description=description,
+        )(check)
 
 
 def freshness_metadata(state: ScopeState, now: float) -> dict[str, Any]:

@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,8 +28,6 @@ EXPECTED_ERRORS = (
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Partitioned asset checks are a Dagster preview; say so once in the docs, not on every call.
-    warnings.filterwarnings("ignore", message=".*currently in preview.*")
     parser = _parser()
     args = parser.parse_args(argv)
     try:
