@@ -37,6 +37,20 @@ class SpaceTool(ReportTool[C]):
         return space_watermarks(source, scopes)
 
 
+def merge_counts_and_latest(
+    a: dict[str, list[int]], b: dict[str, list[int]]
+) -> dict[str, list[int]]:
+    """Merge ``{entity: [count, latest time]}``: counts add, times take the later one."""
+    merged = dict(a)
+    for entity, (count, latest) in b.items():
+        if entity in merged:
+            known_count, known_latest = merged[entity]
+            merged[entity] = [known_count + count, max(known_latest, latest)]
+        else:
+            merged[entity] = [count, latest]
+    return merged
+
+
 def space_extent(source: Connection, scope: str) -> Extent:
     """The space's work-item key range, with its watermark and the job's reference time."""
     row = source.execute(

@@ -14,7 +14,7 @@ import pandas as pd
 from sqlalchemy import Connection, text
 
 from precompute_assets.contract import Batch
-from tool_plugins._spaces import SpaceTool
+from tool_plugins._spaces import SpaceTool, merge_counts_and_latest
 
 FIELD_LIMIT = 700
 USAGE_WINDOW_S = 730 * 86_400
@@ -52,14 +52,7 @@ class UnusedFields(SpaceTool[FieldUsage]):
         return {str(field_id): [int(recent), int(latest)] for field_id, recent, latest in rows}
 
     def merge(self, a: FieldUsage, b: FieldUsage) -> FieldUsage:
-        merged = dict(a)
-        for field_id, (recent, latest) in b.items():
-            if field_id in merged:
-                known_recent, known_latest = merged[field_id]
-                merged[field_id] = [known_recent + recent, max(known_latest, latest)]
-            else:
-                merged[field_id] = [recent, latest]
-        return merged
+        return merge_counts_and_latest(a, b)
 
     def empty(self) -> FieldUsage:
         return {}

@@ -12,7 +12,7 @@ import pandas as pd
 from sqlalchemy import Connection, text
 
 from precompute_assets.contract import Batch
-from tool_plugins._spaces import SpaceTool
+from tool_plugins._spaces import SpaceTool, merge_counts_and_latest
 
 WORK_TYPE_LIMIT = 150
 
@@ -43,14 +43,7 @@ class UnusedWorkTypes(SpaceTool[WorkTypeUsage]):
         return {str(work_type): [int(count), int(latest)] for work_type, count, latest in rows}
 
     def merge(self, a: WorkTypeUsage, b: WorkTypeUsage) -> WorkTypeUsage:
-        merged = dict(a)
-        for work_type, (count, latest) in b.items():
-            if work_type in merged:
-                known_count, known_latest = merged[work_type]
-                merged[work_type] = [known_count + count, max(known_latest, latest)]
-            else:
-                merged[work_type] = [count, latest]
-        return merged
+        return merge_counts_and_latest(a, b)
 
     def empty(self) -> WorkTypeUsage:
         return {}
