@@ -34,8 +34,13 @@ format: $(STAMP)
 ui: $(STAMP)
 	$(BIN)/dagster dev -w workspace.yaml
 
+# `make bench` on SQLite; `make bench BENCH_URL=postgresql+psycopg2://...` on PostgreSQL. Either
+# writes its JSON, then the README's results section is regenerated from every JSON present.
+BENCH_URL ?=
+BENCH_OUT := bench/results$(if $(BENCH_URL),-postgresql).json
 bench: $(STAMP)
-	$(BIN)/python bench/sensor_tick.py --scopes 1000 10000
+	$(BIN)/python bench/run.py $(if $(BENCH_URL),--url '$(BENCH_URL)') --out $(BENCH_OUT)
+	$(BIN)/python bench/readme_table.py $$(ls bench/results.json bench/results-postgresql.json 2>/dev/null)
 
 clean:
 	rm -rf .precompute storage history schedules logs .logs_queue .nux .telemetry

@@ -1,0 +1,211 @@
+"""Render the benchmark's JSON into README.md, so the published figures are never typed by hand.
+
+    python bench/readme_table.py bench/results.json [bench/results-postgresql.json]
+
+Each file is one ``bench/run.py`` document; each becomes a column (its backend). The section
+between ``<!-- bench:start -->`` and ``<!-- bench:end -->`` is replaced; without the markers it
+is inserted right before ``## Development``. Nothing else in the README is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+README = Path(__file__).resolve().parent.parent / "README.md"
+BACKEND_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+
+Figures = dict[str, Any]
+
+
+def _scale(doc: Figures, which: int) -> Figures:
+    """The larger (0) or smaller (1) scale's figures."""
+    sizes = sorted(doc["scales"], key=int, reverse=True)
+    return doc["scales"][sizes[which]]
+
+
+def _framework(executor: str, which: int = 0) -> Callable[[Figures], str]:
+    return lambda doc: _seconds(_scale(doc, which)["framework"][executor])
+
+
+def _seconds(timed: Figures) -> str:
+    return f"{timed['best_s']:.2f} s (+{timed['spread'] * 100:.0f}%)"
+
+
+def _direct(doc: Figures) -> str:
+    chosen = doc["direct"]["formulation"]
+    return f"{_seconds(_scale(doc, 0)['direct'][chosen])}, `{chosen}`"
+
+
+def _plain(doc: Figures) -> str:
+    plain = _scale(doc, 0)["framework_without_dagster"]
+    phases = ", ".join(f"{name} {s:.2f}" for name, s in plain["phases_of_best_s"].items())
+    return f"{_seconds(plain)}: {phases}"
+
+
+def _naive(doc: Figures) -> str:
+    naive = doc["naive"]
+    steps = " and ".join(str(s) for s in naive["naive_extrapolated_from_steps"])
+    return (
+        f"{naive['extrapolated_s']:.0f} s (extrapolated from {steps} of {naive['batches']} steps)"
+    )
+
+
+def _rss(doc: Figures) -> str:
+    peaks = [max(_scale(doc, which)["framework"]["in_process"]["peak_rss_mb"]) for which in (0, 1)]
+    return f"{peaks[0]:.0f} MB / {peaks[1]:.0f} MB"
+
+
+def _latency(kind: str) -> Callable[[Figures], str]:
+    def render(doc: Figures) -> str:
+        read = doc["reads"][kind]
+        rounds = read.get("p99_ms_by_round")
+        by_round = f" (p99 by round: {', '.join(f'{p:.2f}' for p in rounds)})" if rounds else ""
+        return f"{read['p50_ms']:.2f} / {read['p99_ms']:.2f} ms{by_round}"
+
+    return render
+
+
+def _ticks(doc: Figures) -> str:
+    sensor = doc["sensor"]
+    sizes = sorted((k for k in sensor if k.startswith("scopes_")), key=lambda k: int(k[7:]))
+    return ", ".join(f"{int(size[7:]):,}: {sensor[size]['tick_max_s']:.2f} s" for size in sizes)
+
+
+FIGURES: list[tuple[str, Callable[[Figures], str]]] = [
+    ("direct query, fastest correct formulation", _direct),
+    ("framework, in-process executor", _framework("in_process")),
+    ("framework, multiprocess executor (forkserver, 2 at once)", _framework("multiprocess")),
+    ("the framework's phases as plain functions, without Dagster", _plain),
+    ("naive job: one mapped step per batch (spawn)", _naive),
+    ("framework at the small scale, in-process", _framework("in_process", 1)),
+    ("framework at the small scale, multiprocess", _framework("multiprocess", 1)),
+    ("peak RSS of a materialisation, large / small scale", _rss),
+    ("read a stored report (`ReportStore.read`), p50 / p99", _latency("store_read")),
+    (
+        "read with staleness (`ReportReader.read`), p50 / p99",
+        _latency("reader_read_with_staleness"),
+    ),
+    ("refresh sensor tick by number of scopes (worst tick)", _ticks),
+]
+
+TARGETS: list[tuple[str, tuple[str, ...]]] = [
+    (
+        "framework / direct (SQLite: in-process; PostgreSQL: best executor)",
+        (
+            "framework_over_direct_sqlite_in_process",
+            "framework_over_direct_postgresql_best_executor",
+        ),
+    ),
+    ("naive / framework", ("naive_over_framework",)),
+    ("time per entity, 1M over 100k", ("per_entity_1m_over_100k",)),
+    ("peak RSS, 1M over 100k", ("rss_1m_over_100k",)),
+    ("stored report read p99 (ms)", ("read_p99_ms",)),
+    ("read with staleness p99 (ms)", ("read_with_staleness_p99_ms",)),
+    ("sensor tick at 10,000 scopes (s)", ("sensor_tick_10k_s",)),
+]
+
+
+def _target_cell(doc: Figures, keys: tuple[str, ...]) -> tuple[str, str]:
+    found = next((doc["targets"][key] for key in keys if key in doc["targets"]), None)
+    if found is None or found["value"] is None:
+        return "", "n/a"
+    verdict = {True: "met", False: "**missed**", None: "n/a"}[found["met"]]
+    return found["target"], f"{found['value']:g} ({verdict})"
+
+
+def render(docs: list[Figures]) -> str:
+    names = [BACKEND_NAMES.get(doc["backend"], doc["backend"]) for doc in docs]
+    first = docs[0]
+    large, small = (int(size) for size in sorted(first["scales"], key=int, reverse=True))
+    settings = first["settings"]
+    lines = [
+        START,
+        "## Benchmark",
+        "",
+        "<!-- Generated by bench/readme_table.py from the JSON of bench/run.py: do not edit. -->",
+        "",
+        "```sh",
+        "make bench                                   # SQLite: bench/results.json",
+        "make bench BENCH_URL=postgresql+psycopg2://postgres@127.0.0.1:5432/bench",
+        "```",
+        "",
+        _wrap(
+            f"The unused_fields report of one space of {large:,} work items (about 6 field values "
+            f"each; the small scale is {small:,}), on {first['machine']['cpus']} CPUs: batches of "
+            f"{settings['batch_size']:,}, at most {settings['max_shards']} shards, best of "
+            f"{settings['repeats']} interleaved runs (+n%: how much slower the slowest was). Every "
+            "materialisation runs in a fresh process and is timed end to end, the report's commit "
+            "and its check included. The direct query is one SQL statement computing the same "
+            "rows (checked equal); the naive job's time is extrapolated linearly from two capped "
+            "runs. The refresh sensor's tick is measured on SQLite sources with many scopes."
+        ),
+        "",
+        _table(["figure", *names], [[label, *(f(doc) for doc in docs)] for label, f in FIGURES]),
+        "",
+        _table(
+            ["target", "goal", *names],
+            [[label, *_goal_and_values(docs, keys)] for label, keys in TARGETS],
+        ),
+        "",
+        _wrap("Measured " + "; ".join(map(_provenance, names, docs)) + "."),
+        END,
+    ]
+    return "\n".join(lines)
+
+
+def _goal_and_values(docs: list[Figures], keys: tuple[str, ...]) -> list[str]:
+    cells = [_target_cell(doc, keys) for doc in docs]
+    goal = next((goal for goal, _ in cells if goal), "")
+    return [goal, *(value for _, value in cells)]
+
+
+def _provenance(name: str, doc: Figures) -> str:
+    load = doc["machine"]["load_average_at_start"][0]
+    return (
+        f"{name}: {doc['started_at']}, `{doc['command']}`, {doc['wall_s']:.0f} s, "
+        f"load average {load} at start"
+    )
+
+
+def _wrap(text: str) -> str:
+    """Prose wrapped as the rest of the README is."""
+    return textwrap.fill(text, width=100, break_on_hyphens=False, break_long_words=False)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def rewrite(readme: str, section: str) -> str:
+    """Replace the marked section, or insert it before ``## Development``."""
+    marked = re.compile(re.escape(START) + r".*?" + re.escape(END), re.DOTALL)
+    if marked.search(readme):
+        return marked.sub(lambda _: section, readme, count=1)
+    anchor = readme.find("\n## Development")
+    if anchor < 0:
+        raise ValueError("README.md has neither the bench markers nor a '## Development' section")
+    return f"{readme[: anchor + 1]}{section}\n\n{readme[anchor + 1 :]}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", type=Path, nargs="+", help="bench/run.py JSON documents")
+    parser.add_argument("--readme", type=Path, default=README)
+    args = parser.parse_args()
+    docs = [json.loads(path.read_text()) for path in args.results]
+    # Columns in a fixed order whatever the order of the files: the embedded default first.
+    docs.sort(key=lambda doc: list(BACKEND_NAMES).index(doc["backend"]))
+    args.readme.write_text(rewrite(args.readme.read_text(), render(docs)))
+
+
+if __name__ == "__main__":
+    main()
