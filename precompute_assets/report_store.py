@@ -185,7 +185,8 @@ def _row_records(header: ReportHeader, rows: pd.DataFrame) -> list[dict[str, Any
 
 
 def _rows_frame(fetched: list[sa.Row]) -> pd.DataFrame:
-    frame = pd.DataFrame(fetched, columns=list(REPORT_COLUMNS))
+    # Plain tuples: pandas builds a frame from them several times faster than from Row objects.
+    frame = pd.DataFrame([tuple(row) for row in fetched], columns=list(REPORT_COLUMNS))
     frame["unused"] = frame["unused"].astype(bool)
     frame["usage_count"] = frame["usage_count"].astype("int64")
     frame["last_used"] = pd.to_datetime(frame["last_used"], unit="s", utc=True).astype(

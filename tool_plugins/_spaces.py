@@ -6,11 +6,14 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar, TypeVar
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, bindparam, text
 
 from precompute_assets.contract import Extent, ReportTool, ScopeNotFoundError
 
 C = TypeVar("C")
+
+# Up to this many asked-for scopes, the bulk queries look them up by key.
+FEW_SCOPES = 100
 
 
 class SpaceTool(ReportTool[C]):
@@ -79,15 +82,23 @@ def space_keys(source: Connection) -> list[str]:
 
 
 def space_watermarks(source: Connection, scopes: Sequence[str]) -> dict[str, str]:
-    """Every asked-for space's watermark, in one query over all spaces."""
+    """Every asked-for space's watermark, in one query.
+
+    A few spaces (a reader's one) are looked up by key; many (a sensor tick's) in one pass over
+    all spaces, which costs less than a long IN list.
+    """
     wanted = set(scopes)
-    result = source.execute(
-        text(
-            "SELECT s.key, s.updated_at, COUNT(w.id), MAX(w.updated_at)"
-            " FROM spaces s LEFT JOIN work_items w ON w.space_id = s.id"
-            " GROUP BY s.key, s.updated_at"
-        )
+    query = (
+        "SELECT s.key, s.updated_at, COUNT(w.id), MAX(w.updated_at)"
+        " FROM spaces s LEFT JOIN work_items w ON w.space_id = s.id"
     )
+    if len(wanted) <= FEW_SCOPES:
+        statement = text(query + " WHERE s.key IN :keys GROUP BY s.key, s.updated_at")
+        result = source.execute(
+            statement.bindparams(bindparam("keys", expanding=True)), {"keys": sorted(wanted)}
+        )
+    else:
+        result = source.execute(text(query + " GROUP BY s.key, s.updated_at"))
     return {
         key: _watermark(count, items_at, config_at)
         for key, config_at, count, items_at in result

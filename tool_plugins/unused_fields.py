@@ -37,7 +37,9 @@ class UnusedFields(SpaceTool[FieldUsage]):
                 "SELECT v.field_id,"
                 " SUM(CASE WHEN v.updated_at >= :since THEN 1 ELSE 0 END), MAX(v.updated_at)"
                 " FROM field_values v JOIN work_items w ON w.id = v.work_item_id"
-                " WHERE v.work_item_id BETWEEN :first AND :last AND w.space_id = :space_id"
+                # Both ranges: each side of the join is then read by its key range alone.
+                " WHERE v.work_item_id BETWEEN :first AND :last AND w.id BETWEEN :first AND :last"
+                " AND w.space_id = :space_id"
                 " AND v.updated_at <= :as_of"
                 " GROUP BY v.field_id"
             ),
