@@ -44,6 +44,9 @@ DEFAULT_RETRY_POLICY = RetryPolicy(
     max_retries=3, delay=1.0, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
 )
 GROUP_NAME = "precompute_reports"
+# The concurrency pool of every scan step, across runs: an instance caps how many scans the source
+# database serves at once (deploy/dagster.yaml; `dagster instance concurrency set`).
+SOURCE_POOL = "precompute_source"
 # Failures worth another attempt: the database or the network, not the tool or the data.
 TRANSIENT_ERRORS = (
     sa.exc.OperationalError,
@@ -114,7 +117,7 @@ def build_report_asset(
                 mapping_key=shard.mapping_key,
             )
 
-    @op(name=f"{tool.name}_scan_shard", retry_policy=retry_policy)
+    @op(name=f"{tool.name}_scan_shard", retry_policy=retry_policy, pool=SOURCE_POOL)
     def scan_shard(
         context: OpExecutionContext, precompute: PrecomputeResource, task: ShardTask
     ) -> Output[ShardResult]:
