@@ -25,15 +25,10 @@ executor, 2 runs at a time) and the backfill daemon's 30-second ticks; startup i
 from __future__ import annotations
 
 import os
-import re
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,35 +39,28 @@ import sqlalchemy as sa
 from conftest import source_connection
 from dagster_graphql import DagsterGraphQLClient
 from ground_truth import comparable, unused_fields_truth, unused_work_types_truth
+from live_dagster import (
+    LiveDagster,
+    free_port,
+    run_errors,
+    wait_for_run,
+    wait_for_webserver,
+    wait_until,
+)
 
 from precompute_assets.db import create_engine_for, sqlite_url
 from precompute_assets.demo_source import DemoScale, generate_source
+from precompute_assets.processes import Server, server_group
 from precompute_assets.report_store import ReportStore
 
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SCALE = DemoScale(tenants=2, spaces=4, work_items=4_000, seed=3)
 
-STARTUP_TIMEOUT_S = 90
-RUN_TIMEOUT_S = 240
 BACKFILL_TIMEOUT_S = 240
-STOP_GRACE_S = 15
-
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
-RUN_TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 BACKFILL_DONE = {"COMPLETED", "COMPLETED_SUCCESS"}
 BACKFILL_FAILED = {"FAILED", "COMPLETED_FAILED", "CANCELED"}
 
-LOCATIONS_QUERY = """
-query { workspaceOrError {
-  __typename
-  ... on Workspace { locationEntries {
-    name loadStatus
-    locationOrLoadError { __typename ... on PythonError { message } }
-  } }
-  ... on PythonError { message }
-} }
-"""
 LAUNCH_BACKFILL_MUTATION = """
 mutation ($backfillParams: LaunchBackfillParams!) {
   launchPartitionBackfill(backfillParams: $backfillParams) {
@@ -109,130 +97,30 @@ query ($assetKey: AssetKeyInput!, $checkName: String!) {
   }
 }
 """
-RUN_ERRORS_QUERY = """
-query ($runId: ID!) {
-  logsForRun(runId: $runId) {
-    ... on EventConnection { events {
-      ... on MessageEvent { level stepKey message }
-      ... on ErrorEvent { error { message causes { message } } }
-    } }
-  }
-}
-"""
 
 
 @dataclass
-class Server:
-    """One started server: its process (the leader of its own group) and its log file."""
-
-    name: str
-    process: subprocess.Popen
-    log: Path
-
-    def tail(self, chars: int = 4_000) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        text = ANSI_ESCAPE.sub("", text)
-        return f"--- last {chars} characters of {self.name} ({self.log}) ---\n{text[-chars:]}"
-
-
-@contextmanager
-def server_group(name: str, args: list[str], env: dict[str, str], logs: Path) -> Iterator[Server]:
-    """Start ``args`` in a new session; on exit stop its whole process group.
-
-    The group holds what the server spawns (code servers, run workers, step processes), so
-    killing the group leaves nothing behind. Output goes to a file: a pipe could fill and block.
-    """
-    log = logs / f"{name}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            args,
-            cwd=PROJECT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
-        yield Server(name, process, log)
-    finally:
-        stop_group(process)
-
-
-def stop_group(process: subprocess.Popen) -> None:
-    """SIGTERM the group, give it a grace period, then SIGKILL whatever is left of it."""
-    group = process.pid
-    _signal_group(group, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_S
-    while time.monotonic() < deadline and _group_alive(group):
-        process.poll()  # reap the leader so that it does not count as alive
-        time.sleep(0.2)
-    _signal_group(group, signal.SIGKILL)
-    process.wait(timeout=STOP_GRACE_S)
-
-
-def _signal_group(group: int, sig: signal.Signals) -> None:
-    with suppress(ProcessLookupError):
-        os.killpg(group, sig)
-
-
-def _group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until(
-    condition: Callable[[], Any], timeout_s: float, describe: Callable[[], str], every_s=1.0
-) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail with ``describe()`` if never."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"not done after {timeout_s}s: {describe()}")
-        time.sleep(every_s)
-
-
-@dataclass
-class Deployment:
+class Deployment(LiveDagster):
     """The webserver (the daemon once started), and what the test needs to talk to them."""
 
-    client: DagsterGraphQLClient
     webserver: Server
     source_url: str
     store_url: str
     env: dict[str, str]
     logs_dir: Path
-    servers: ExitStack
+    stack: ExitStack
     daemon: Server | None = None
+
+    def servers(self) -> list[Server]:
+        return [server for server in (self.webserver, self.daemon) if server]
 
     def start_daemon(self) -> Server:
         """``dagster-daemon run``: from now on queued runs start and backfills advance."""
         args = [str(BIN / "dagster-daemon"), "run", "-w", str(PROJECT / "workspace.yaml")]
-        self.daemon = self.servers.enter_context(
-            server_group("daemon", args, self.env, self.logs_dir)
+        self.daemon = self.stack.enter_context(
+            server_group("daemon", args, self.env, self.logs_dir, PROJECT)
         )
         return self.daemon
-
-    def query(self, query: str, **variables: Any) -> dict[str, Any]:
-        return self.client._execute(query, variables or None)
-
-    def logs(self) -> str:
-        return "\n".join(server.tail() for server in (self.webserver, self.daemon) if server)
-
-    def fail(self, message: str) -> None:
-        pytest.fail(f"{message}\n{self.logs()}")
 
 
 def server_env(home: Path, source_url: str, store_url: str) -> dict[str, str]:
@@ -260,35 +148,6 @@ def register_scopes(env: dict[str, str], scopes: list[str]) -> None:
     )
 
 
-def wait_for_webserver(deployment: Deployment, port: int) -> None:
-    """The webserver answers, and it loaded the project's code location without an error."""
-
-    def answers() -> bool:
-        if deployment.webserver.process.poll() is not None:
-            deployment.fail(f"the webserver exited with {deployment.webserver.process.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
-                return True
-        except OSError:
-            return False
-
-    wait_until(answers, STARTUP_TIMEOUT_S, deployment.logs, every_s=0.5)
-
-    def loaded() -> list[dict[str, Any]] | None:
-        workspace = deployment.query(LOCATIONS_QUERY)["workspaceOrError"]
-        if workspace["__typename"] != "Workspace":
-            deployment.fail(f"the workspace did not load: {workspace}")
-        entries = workspace["locationEntries"]
-        if entries and all(entry["loadStatus"] == "LOADED" for entry in entries):
-            return entries
-        return None
-
-    for entry in wait_until(loaded, STARTUP_TIMEOUT_S, deployment.logs, every_s=0.5):
-        error = entry["locationOrLoadError"]
-        if error["__typename"] == "PythonError":
-            deployment.fail(f"code location {entry['name']} failed to load: {error['message']}")
-
-
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     """A webserver on a fresh instance, a demo source and an empty report store.
@@ -309,12 +168,16 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     with ExitStack() as servers:
         webserver = servers.enter_context(
             server_group(
-                "webserver", [*webserver_args, "-h", "127.0.0.1", "-p", str(port)], env, home
+                "webserver",
+                [*webserver_args, "-h", "127.0.0.1", "-p", str(port)],
+                env,
+                home,
+                PROJECT,
             )
         )
         client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=60)
-        deployed = Deployment(client, webserver, source_url, store_url, env, home, servers)
-        wait_for_webserver(deployed, port)
+        deployed = Deployment(client, port, webserver, source_url, store_url, env, home, servers)
+        wait_for_webserver(deployed)
         yield deployed
 
 
@@ -339,19 +202,6 @@ def launch_backfill(deployment: Deployment, asset: str, partitions: list[str]) -
     return result["backfillId"]
 
 
-def wait_for_run(deployment: Deployment, run_id: str) -> str:
-    status = wait_until(
-        lambda: _terminal(deployment.client.get_run_status(run_id).value),
-        RUN_TIMEOUT_S,
-        lambda: (
-            f"run {run_id} is {deployment.client.get_run_status(run_id).value}\n{deployment.logs()}"
-        ),
-    )
-    if status != "SUCCESS":
-        deployment.fail(f"run {run_id} ended {status}:\n{run_errors(deployment, run_id)}")
-    return status
-
-
 def wait_for_backfill(deployment: Deployment, backfill_id: str) -> dict[str, Any]:
     def backfill() -> dict[str, Any]:
         return deployment.query(BACKFILL_QUERY, backfillId=backfill_id)["partitionBackfillOrError"]
@@ -373,21 +223,6 @@ def wait_for_backfill(deployment: Deployment, backfill_id: str) -> dict[str, Any
     )
 
 
-def run_errors(deployment: Deployment, run_id: str) -> str:
-    """The run's error-level events with their errors' causes, as the run page shows them."""
-    events = deployment.query(RUN_ERRORS_QUERY, runId=run_id)["logsForRun"].get("events", [])
-    lines = []
-    for event in events:
-        if event.get("level") != "ERROR":
-            continue
-        lines.append(f"[{event.get('stepKey') or 'run'}] {event['message']}")
-        error = event.get("error") or {}
-        for cause in (error, *error.get("causes", [])):
-            if cause.get("message"):
-                lines.append(f"    {cause['message'].strip()}")
-    return "\n".join(lines)
-
-
 def check_statuses(deployment: Deployment, asset: str, check: str) -> dict[str, tuple[str, str]]:
     """Per partition: the run and status of the check's execution, as the Checks tab lists them."""
     executions = deployment.query(
@@ -397,10 +232,6 @@ def check_statuses(deployment: Deployment, asset: str, check: str) -> dict[str, 
         execution["partition"]: (execution["runId"], execution["status"])
         for execution in executions
     }
-
-
-def _terminal(status: str) -> str | None:
-    return status if status in RUN_TERMINAL else None
 
 
 def tags(run: dict[str, Any]) -> dict[str, str]:

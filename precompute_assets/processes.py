@@ -1,0 +1,97 @@
+"""Long-running servers (webserver, daemon, celery workers) started and stopped as a whole.
+
+Each server leads a process group of its own, which holds what it spawns (code servers, run
+workers, step processes): stopping the group leaves nothing behind, and a Ctrl-C meant for the
+launcher does not reach the servers half-way.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+STOP_GRACE_S = 15
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@dataclass
+class Server:
+    """One started server: its process (the leader of its own group) and its log file."""
+
+    name: str
+    process: subprocess.Popen
+    log: Path
+
+    def exit_code(self) -> int | None:
+        return self.process.poll()
+
+    def tail(self, chars: int = 4_000) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        text = ANSI_ESCAPE.sub("", text)
+        return f"--- last {chars} characters of {self.name} ({self.log}) ---\n{text[-chars:]}"
+
+
+def start_server(
+    name: str, args: Sequence[str], env: Mapping[str, str], logs: Path, cwd: Path
+) -> Server:
+    """Start ``args`` in a new session, its output in ``logs/<name>.log``.
+
+    Output goes to a file: a pipe nobody reads could fill and block the server.
+    """
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"{name}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            list(args),
+            cwd=cwd,
+            env=dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return Server(name, process, log)
+
+
+@contextmanager
+def server_group(
+    name: str, args: Sequence[str], env: Mapping[str, str], logs: Path, cwd: Path
+) -> Iterator[Server]:
+    """``start_server``, and on exit ``stop_server``."""
+    server = start_server(name, args, env, logs, cwd)
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+def stop_server(server: Server, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM the server's group, give it a grace period, then SIGKILL whatever is left of it."""
+    group = server.process.pid
+    _signal_group(group, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and _group_alive(group):
+        server.process.poll()  # reap the leader so that it does not count as alive
+        time.sleep(0.2)
+    _signal_group(group, signal.SIGKILL)
+    server.process.wait(timeout=grace_s)
+
+
+def _signal_group(group: int, sig: signal.Signals) -> None:
+    with suppress(ProcessLookupError):
+        os.killpg(group, sig)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
