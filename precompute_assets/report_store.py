@@ -12,6 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import Engine
@@ -185,12 +186,19 @@ def _row_records(header: ReportHeader, rows: pd.DataFrame) -> list[dict[str, Any
 
 
 def _rows_frame(fetched: list[sa.Row]) -> pd.DataFrame:
-    # Plain tuples: pandas builds a frame from them several times faster than from Row objects.
-    frame = pd.DataFrame([tuple(row) for row in fetched], columns=list(REPORT_COLUMNS))
-    frame["unused"] = frame["unused"].astype(bool)
-    frame["usage_count"] = frame["usage_count"].astype("int64")
-    frame["last_used"] = pd.to_datetime(frame["last_used"], unit="s", utc=True).astype(
-        "datetime64[s, UTC]"
+    # Typed columns built once from plain lists: several times faster than a frame of Row
+    # objects converted column by column, which is most of a read's time.
+    columns = list(zip(*fetched, strict=True)) if fetched else [()] * len(REPORT_COLUMNS)
+    by_name = dict(zip(REPORT_COLUMNS, columns, strict=True))
+    last_used = np.array(by_name["last_used"], dtype="datetime64[s]")
+    return pd.DataFrame(
+        {
+            "entity_type": list(by_name["entity_type"]),
+            "entity_id": list(by_name["entity_id"]),
+            "unused": np.array(by_name["unused"], dtype=bool),
+            "usage_count": np.array(by_name["usage_count"], dtype=np.int64),
+            "last_used": pd.Series(last_used).dt.tz_localize("UTC"),
+            "detail": [json.loads(detail) if detail else {} for detail in by_name["detail"]],
+        },
+        columns=list(REPORT_COLUMNS),
     )
-    frame["detail"] = frame["detail"].map(lambda d: json.loads(d) if d else {})
-    return frame

@@ -36,10 +36,10 @@ class UnusedFields(SpaceTool[FieldUsage]):
             text(
                 "SELECT v.field_id,"
                 " SUM(CASE WHEN v.updated_at >= :since THEN 1 ELSE 0 END), MAX(v.updated_at)"
-                " FROM field_values v JOIN work_items w ON w.id = v.work_item_id"
-                # Both ranges: each side of the join is then read by its key range alone.
-                " WHERE v.work_item_id BETWEEN :first AND :last AND w.id BETWEEN :first AND :last"
-                " AND w.space_id = :space_id"
+                # The batch's work items by their key range, then each one's values by key: both
+                # SQLite and PostgreSQL plan this as index range scan and nested loop.
+                " FROM work_items w JOIN field_values v ON v.work_item_id = w.id"
+                " WHERE w.id BETWEEN :first AND :last AND w.space_id = :space_id"
                 " AND v.updated_at <= :as_of"
                 " GROUP BY v.field_id"
             ),
