@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)
 
-.PHONY: install demo test lint format ui bench clean
+.PHONY: install demo test lint format ui stack bench clean
 
 install: $(STAMP)
 
@@ -34,6 +34,12 @@ format: $(STAMP)
 ui: $(STAMP)
 	$(BIN)/dagster dev -w workspace.yaml
 
+# The production-shaped stack on this machine (docs/deploy.md), in the foreground until Ctrl-C:
+# PostgreSQL instance and data, Redis, webserver and daemon. `make stack STACK_ARGS="--port 3001"`.
+STACK_ARGS ?=
+stack: $(STAMP)
+	$(BIN)/python deploy/stack.py $(STACK_ARGS)
+
 # `make bench` on SQLite; `make bench BENCH_URL=postgresql+psycopg2://...` on PostgreSQL. Either
 # writes its JSON, then the README's results section is regenerated from every JSON present.
 BENCH_URL ?=
@@ -43,4 +49,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/readme_table.py $$(ls bench/results.json bench/results-postgresql.json 2>/dev/null)
 
 clean:
-	rm -rf .precompute storage history schedules logs .logs_queue .nux .telemetry
+	rm -rf .precompute .stack storage history schedules logs .logs_queue .nux .telemetry

@@ -1,0 +1,235 @@
+"""The production-shaped stack on one machine, in the foreground: Ctrl-C stops all of it.
+
+    python deploy/stack.py [--port 3000] [--scale demo|small]
+
+Against the local PostgreSQL and Redis, as docs/deploy.md deploys it: the Dagster instance in
+one database (``deploy/dagster.yaml``), the source, ledger and reports in another, batch
+contributions in Redis. It creates the databases if missing, seeds a demo source into an empty
+one, registers its scopes, then starts ``dagster-webserver`` and ``dagster-daemon``, each in a
+process group of its own, with only environment variables to configure them.
+It prints the UI's address once the webserver answers, and stops every server when interrupted
+(SIGINT or SIGTERM) or when one of them exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import signal
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import sqlalchemy as sa
+from dagster import DagsterInstance
+
+from precompute_assets.cache import cache_from_url, check_cache_reachable
+from precompute_assets.demo_source import DemoScale, generate_source
+from precompute_assets.processes import Server, start_server, stop_server
+from precompute_assets.registry import load_tools
+from precompute_assets.runs import register_scopes
+
+PROJECT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SCALES = {
+    "demo": DemoScale(),
+    "small": DemoScale(tenants=2, spaces=4, work_items=4_000, seed=3),
+}
+READY_TIMEOUT_S = 120
+
+
+class Stopped(Exception):
+    """SIGTERM, turned into an exception so that the servers are stopped on the way out."""
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    home: Path
+    server: sa.URL  # the PostgreSQL server, no database
+    instance_db: str
+    data_db: str
+    cache_url: str
+    port: int
+    scale: DemoScale
+
+    def data_url(self) -> str:
+        return self.server.set(database=self.data_db).render_as_string(hide_password=False)
+
+
+def stack_env(config: StackConfig) -> dict[str, str]:
+    """Everything the servers need, as a deployment sets it (docs/deploy.md lists each one)."""
+    server = config.server
+    return {
+        **{
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith(("PRECOMPUTE_", "DAGSTER_"))
+        },
+        "DAGSTER_HOME": str(config.home),
+        "DAGSTER_PG_USERNAME": server.username or "",
+        "DAGSTER_PG_PASSWORD": server.password or "",
+        "DAGSTER_PG_HOST": server.host or "",
+        "DAGSTER_PG_PORT": str(server.port or 5432),
+        "DAGSTER_PG_DB": config.instance_db,
+        "PRECOMPUTE_HOME": str(config.home / "precompute"),
+        "PRECOMPUTE_SOURCE_URL": config.data_url(),
+        "PRECOMPUTE_STORE_URL": config.data_url(),
+        "PRECOMPUTE_CACHE_URL": config.cache_url,
+    }
+
+
+def prepare(config: StackConfig, env: Mapping[str, str]) -> None:
+    """Databases, instance config, a demo source if the data database has none, its scopes."""
+    admin = sa.create_engine(config.server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            known = set(connection.exec_driver_sql("SELECT datname FROM pg_database").scalars())
+            for name in (config.instance_db, config.data_db):
+                if name not in known:
+                    connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    finally:
+        admin.dispose()
+    check_cache_reachable(cache_from_url(config.cache_url))
+
+    config.home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(PROJECT / "deploy" / "dagster.yaml", config.home / "dagster.yaml")
+    data = sa.create_engine(config.data_url())
+    try:
+        seeded = sa.inspect(data).has_table("spaces")
+    finally:
+        data.dispose()
+    if not seeded:
+        summary = generate_source(config.data_url(), config.scale)
+        print(f"seeded a demo source: {summary.work_items:,} work items in {summary.spaces} spaces")
+
+    # This process reads the instance as the servers will: from the same environment.
+    os.environ.update(env)
+    tools = load_tools()
+    with DagsterInstance.get() as instance, data.connect() as source:
+        for tool in tools.values():
+            register_scopes(instance, tool, sorted(tool.scopes(source)))
+    data.dispose()
+
+
+def start(config: StackConfig, env: Mapping[str, str]) -> list[Server]:
+    workspace = str(PROJECT / "workspace.yaml")
+    logs = config.home / "logs"
+    commands = {
+        "webserver": [
+            str(BIN / "dagster-webserver"), "-w", workspace,
+            "-h", "127.0.0.1", "-p", str(config.port),
+        ],
+        "daemon": [str(BIN / "dagster-daemon"), "run", "-w", workspace],
+    }  # fmt: skip
+    servers: list[Server] = []
+    try:
+        for name, args in commands.items():
+            servers.append(start_server(name, args, env, logs, PROJECT))
+    except BaseException:
+        stop_all(servers)
+        raise
+    return servers
+
+
+def wait_until_ready(port: int, servers: list[Server]) -> None:
+    """The webserver answers ``/server_info``; every server is still running."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        check_running(servers)
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"the webserver did not answer in {READY_TIMEOUT_S}s")
+
+
+def check_running(servers: list[Server]) -> None:
+    for server in servers:
+        if server.exit_code() is not None:
+            raise RuntimeError(f"{server.name} exited with {server.exit_code()}\n{server.tail()}")
+
+
+def stop_all(servers: list[Server]) -> None:
+    """Workers and daemon first, so that no new step starts while the webserver goes."""
+    for server in reversed(servers):
+        stop_server(server)
+
+
+def summary(config: StackConfig, env: Mapping[str, str], servers: list[Server]) -> str:
+    exports = [
+        f"export {name}={shlex.quote(value)}"
+        for name, value in env.items()
+        if name.startswith(("DAGSTER_", "PRECOMPUTE_"))
+    ]
+    return "\n".join(
+        [
+            f"Dagster UI: http://127.0.0.1:{config.port}",
+            f"instance: database {config.instance_db}; source, ledger and reports: database "
+            f"{config.data_db}; cache: {config.cache_url}",
+            *(f"{s.name}: pid {s.process.pid}, log {s.log}" for s in servers),
+            "The CLI on this stack (e.g. `precompute status unused_fields`) after:",
+            *exports,
+            "Ctrl-C stops the stack.",
+        ]
+    )
+
+
+def _raise_stopped(signum: int, frame: FrameType | None) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
+def run(config: StackConfig) -> int:
+    signal.signal(signal.SIGTERM, _raise_stopped)
+    env = stack_env(config)
+    prepare(config, env)
+    servers = start(config, env)
+    try:
+        wait_until_ready(config.port, servers)
+        print(summary(config, env, servers), flush=True)
+        while True:
+            check_running(servers)
+            time.sleep(1)
+    except (KeyboardInterrupt, Stopped):
+        print("stopping the stack", flush=True)
+        return 0
+    finally:
+        stop_all(servers)
+        print("stack stopped", flush=True)
+
+
+def parse_args(argv: list[str] | None = None) -> StackConfig:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, default=PROJECT / ".stack", help="DAGSTER_HOME")
+    parser.add_argument(
+        "--postgres",
+        default="postgresql+psycopg2://postgres@127.0.0.1:5432",
+        help="the PostgreSQL server (a SQLAlchemy URL without a database)",
+    )
+    parser.add_argument("--instance-db", default="precompute_stack", help="Dagster's database")
+    parser.add_argument(
+        "--data-db", default="precompute_stack_data", help="source, ledger and reports"
+    )
+    parser.add_argument("--cache", default="redis://127.0.0.1:6379/0", help="cache tier URL")
+    parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--scale", choices=sorted(SCALES), default="demo")
+    args = parser.parse_args(argv)
+    return StackConfig(
+        home=args.home.resolve(),
+        server=sa.make_url(args.postgres),
+        instance_db=args.instance_db,
+        data_db=args.data_db,
+        cache_url=args.cache,
+        port=args.port,
+        scale=SCALES[args.scale],
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(run(parse_args()))

@@ -1,0 +1,141 @@
+"""``make stack`` for real: ``deploy/stack.py`` up, one report through its webserver, Ctrl-C.
+
+The script runs as ``make stack`` runs it, in the foreground of a process group of its own, on
+two fresh PostgreSQL databases (the Dagster instance; the source, ledger and reports) and Redis.
+The test waits for the address it prints, launches a run of ``unused_fields_job`` through the
+webserver's GraphQL as the UI's *Materialize* does, and waits until the daemon has dequeued it and
+the run succeeded. The report must equal the SQL ground truth and the run must be in the
+instance's PostgreSQL database. Then the test sends SIGINT to the script's group, as a terminal's
+Ctrl-C does: the script must exit 0 and leave no process behind (none with its DAGSTER_HOME).
+
+Wall time: about 60 s on 2 CPUs (startup ~15 s, the run ~30 s, stopping ~5 s).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from conftest import fresh_postgres_database, require_service, source_connection
+from dagster_graphql import DagsterGraphQLClient
+from ground_truth import comparable, unused_fields_truth
+from live_dagster import LiveDagster, free_port, wait_for_run, wait_for_webserver, wait_until
+
+from precompute_assets.cache import cache_from_url
+from precompute_assets.processes import ANSI_ESCAPE, Server, start_server, stop_server
+from precompute_assets.resources import PrecomputeResource
+
+PROJECT = Path(__file__).resolve().parents[1]
+CACHE_URL = "redis://127.0.0.1:6379/14"
+READY_TIMEOUT_S = 90
+STOP_TIMEOUT_S = 45
+
+
+@dataclass
+class Stack(LiveDagster):
+    script: Server
+    home: Path
+    instance_url: str
+    data_url: str
+
+    def servers(self) -> list[Server]:
+        return [self.script]
+
+    def logs(self) -> str:
+        """The script's output, then each server's log (the script owns their processes)."""
+        tails = [self.script.tail()]
+        for log in sorted((self.home / "logs").glob("*.log")):
+            text = ANSI_ESCAPE.sub("", log.read_text(errors="replace"))
+            tails.append(f"--- last 4000 characters of {log} ---\n{text[-4_000:]}")
+        return "\n".join(tails)
+
+
+def flushed_redis(*urls: str) -> None:
+    for url in urls:
+        try:
+            cache_from_url(url).client.flushdb()
+        except Exception:
+            require_service("Redis at 127.0.0.1:6379", "start redis-server on port 6379")
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    flushed_redis(CACHE_URL)
+    home = tmp_path / "home"
+    port = free_port()
+    with fresh_postgres_database() as instance_url, fresh_postgres_database() as data_url:
+        args = [
+            sys.executable, str(PROJECT / "deploy" / "stack.py"),
+            "--home", str(home), "--port", str(port), "--scale", "small",
+            "--instance-db", sa.make_url(instance_url).database or "",
+            "--data-db", sa.make_url(data_url).database or "",
+            "--cache", CACHE_URL,
+        ]  # fmt: skip
+        script = start_server("stack", args, os.environ, tmp_path, PROJECT)
+        try:
+            client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=60)
+            yield Stack(client, port, script, home, instance_url, data_url)
+        finally:
+            stop_server(script)  # a no-op when the test stopped it; else do not leak it
+    flushed_redis(CACHE_URL)
+
+
+def processes_of(home: Path) -> list[int]:
+    """Every process that inherited this stack's DAGSTER_HOME, wherever it was spawned."""
+    marker = f"DAGSTER_HOME={home}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:  # gone, or not ours
+            continue
+        if marker in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def test_the_stack_computes_a_report_launched_from_its_webserver_and_stops_cleanly(stack: Stack):
+    wait_until(
+        lambda: stack.check_running() or "Dagster UI: http://127.0.0.1:" in stack.script.tail(),
+        READY_TIMEOUT_S,
+        stack.logs,
+        every_s=0.5,
+    )
+    assert f"Dagster UI: http://127.0.0.1:{stack.port}" in stack.script.tail()
+    wait_for_webserver(stack)
+
+    with source_connection(stack.data_url) as source:
+        scope = source.exec_driver_sql("SELECT key FROM spaces ORDER BY key LIMIT 1").scalar()
+    run_id = stack.client.submit_job_execution(
+        "unused_fields_job", tags={"dagster/partition": scope}
+    )
+    assert wait_for_run(stack, run_id) == "SUCCESS"
+
+    store = PrecomputeResource(store_url=stack.data_url).store()
+    report = store.read("unused_fields", scope)
+    assert report is not None, f"no unused_fields report for {scope}"
+    header, rows = report
+    assert header.run_id == run_id
+    with source_connection(stack.data_url) as source:
+        truth = unused_fields_truth(source, scope, header.summary["params"]["as_of"])
+    pd.testing.assert_frame_equal(comparable(rows), truth)
+    instance_db = sa.create_engine(stack.instance_url)
+    with instance_db.connect() as connection:
+        query = sa.text("SELECT status FROM runs WHERE run_id = :id")
+        assert connection.execute(query, {"id": run_id}).scalar() == "SUCCESS"
+    instance_db.dispose()
+
+    assert processes_of(stack.home), "the servers should carry the stack's DAGSTER_HOME"
+    os.killpg(stack.script.process.pid, signal.SIGINT)  # what Ctrl-C in its terminal sends
+    assert stack.script.process.wait(timeout=STOP_TIMEOUT_S) == 0, stack.logs()
+    assert "stack stopped" in stack.script.tail()
+    assert processes_of(stack.home) == [], "processes left behind"
