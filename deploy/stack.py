@@ -86,35 +86,36 @@ def stack_env(config: StackConfig) -> dict[str, str]:
 
 def prepare(config: StackConfig, env: Mapping[str, str]) -> None:
     """Databases, instance config, a demo source if the data database has none, its scopes."""
-    admin = sa.create_engine(config.server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    create_databases(config.server, [config.instance_db, config.data_db])
+    check_cache_reachable(cache_from_url(config.cache_url))
+    config.home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(PROJECT / "deploy" / "dagster.yaml", config.home / "dagster.yaml")
+
+    data = sa.create_engine(config.data_url())
+    try:
+        if not sa.inspect(data).has_table("spaces"):
+            seeded = generate_source(config.data_url(), config.scale)
+            print(f"seeded a demo source: {seeded.work_items:,} work items, {seeded.spaces} spaces")
+        # This process reads the instance as the servers will: from the same environment.
+        os.environ.update(env)
+        with DagsterInstance.get() as instance, data.connect() as source:
+            for tool in load_tools().values():
+                register_scopes(instance, tool, sorted(tool.scopes(source)))
+    finally:
+        data.dispose()
+
+
+def create_databases(server: sa.URL, names: list[str]) -> None:
+    """Create each database that does not exist yet; an existing one is used as it is."""
+    admin = sa.create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
             known = set(connection.exec_driver_sql("SELECT datname FROM pg_database").scalars())
-            for name in (config.instance_db, config.data_db):
+            for name in names:
                 if name not in known:
                     connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
     finally:
         admin.dispose()
-    check_cache_reachable(cache_from_url(config.cache_url))
-
-    config.home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(PROJECT / "deploy" / "dagster.yaml", config.home / "dagster.yaml")
-    data = sa.create_engine(config.data_url())
-    try:
-        seeded = sa.inspect(data).has_table("spaces")
-    finally:
-        data.dispose()
-    if not seeded:
-        summary = generate_source(config.data_url(), config.scale)
-        print(f"seeded a demo source: {summary.work_items:,} work items in {summary.spaces} spaces")
-
-    # This process reads the instance as the servers will: from the same environment.
-    os.environ.update(env)
-    tools = load_tools()
-    with DagsterInstance.get() as instance, data.connect() as source:
-        for tool in tools.values():
-            register_scopes(instance, tool, sorted(tool.scopes(source)))
-    data.dispose()
 
 
 def start(config: StackConfig, env: Mapping[str, str]) -> list[Server]:
