@@ -9,6 +9,8 @@ the reference report, a plain fold over every distinct batch.
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -50,6 +52,7 @@ class CrashingFields(UnusedFields):
 def _source() -> tuple[str, str]:
     """A small source, and its space with the most work items."""
     folder = Path(tempfile.mkdtemp(prefix="precompute-properties-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     url = sqlite_url(folder / "source.db")
     generate_source(url, DemoScale(tenants=1, spaces=3, work_items=6_000, seed=5))
     with create_engine_for(url).connect() as connection:
@@ -67,17 +70,22 @@ def _comparable(rows: pd.DataFrame) -> pd.DataFrame:
 class LedgerMachine(RuleBasedStateMachine):
     @initialize()
     def open(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="precompute-ledger-"))
         self.tool = CrashingFields()
         url, self.scope = _source()
         self.source = create_engine_for(url, must_exist=True)
-        folder = Path(tempfile.mkdtemp(prefix="precompute-ledger-"))
-        store_engine = create_engine_for(sqlite_url(folder / "store.db"))
+        store_engine = create_engine_for(sqlite_url(self.folder / "store.db"))
         self.cache = RedisCache(REDIS_URL)
         self.ledger = Ledger(store_engine, self.cache)
         self.store = ReportStore(store_engine)
         self.plan = open_job(self.tool, self.scope, self.source, self.ledger, BATCH_SIZE)
         self.reference = self._reference()
         self.finalised = 0
+
+    def teardown(self) -> None:
+        self.ledger.engine.dispose()
+        self.source.dispose()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     def _reference(self) -> pd.DataFrame:
         """A plain fold over every distinct batch, in order, outside the ledger."""
