@@ -9,6 +9,7 @@ from dagster import AssetSelection, Definitions, RetryPolicy, define_asset_job
 
 from precompute_assets.checks import build_completeness_check, build_freshness_check
 from precompute_assets.contract import ReportTool
+from precompute_assets.executors import precompute_executor
 from precompute_assets.factory import DEFAULT_RETRY_POLICY, build_report_asset, scopes_partitions
 from precompute_assets.registry import load_tools
 from precompute_assets.resources import PrecomputeResource
@@ -18,6 +19,7 @@ from precompute_assets.sensors import (
     build_discovery_sensor,
     build_refresh_sensor,
 )
+from precompute_assets.step_outputs import StepOutputIOManager
 
 
 def report_job_name(tool: ReportTool[Any]) -> str:
@@ -32,6 +34,7 @@ def build_definitions(
 ) -> Definitions:
     """Per tool: the report asset, its checks, a partitioned job, its sensors and schedule."""
     tools = load_tools() if tools is None else tools
+    precompute = precompute or PrecomputeResource()
     assets, checks, jobs, sensors, schedules = [], [], [], [], []
     for tool in tools.values():
         asset = build_report_asset(tool, retry_policy)
@@ -54,7 +57,12 @@ def build_definitions(
         jobs=jobs,
         sensors=sensors,
         schedules=schedules,
-        resources={"precompute": precompute or PrecomputeResource()},
+        # Every job, the UI's ad hoc materialisations and backfills included, chooses per run.
+        executor=precompute_executor,
+        resources={
+            "precompute": precompute,
+            "io_manager": StepOutputIOManager(store_url=precompute.store_url),
+        },
     )
 
 

@@ -48,6 +48,11 @@ class ScopeState:
     def source_changed(self) -> bool:
         return self.header is not None and self.header.watermark != self.watermark
 
+    @property
+    def entity_count(self) -> int | None:
+        """How many entities the last plan held: what the run's executor is chosen by."""
+        return None if self.header is None else self.header.entity_count
+
     def age_s(self, now: float) -> float:
         return math.inf if self.header is None else max(0.0, now - self.header.computed_at)
 
@@ -58,6 +63,7 @@ class RefreshRequest:
     reason: Reason
     utilisation: float
     run_key: str
+    entity_count: int | None = None
 
     @property
     def priority(self) -> int:
@@ -144,7 +150,11 @@ def plan_refresh(
         reason = due_reason(state, settings, now)
         if reason is None or state.scope in in_flight:
             continue
-        requests.append(RefreshRequest(state.scope, reason, state.utilisation, run_key(state)))
+        requests.append(
+            RefreshRequest(
+                state.scope, reason, state.utilisation, run_key(state), state.entity_count
+            )
+        )
     return requests
 
 
@@ -164,5 +174,9 @@ def plan_baseline(
         if state.scope in in_flight or state.age_s(now) <= settings.low_max_age_s:
             continue
         reason = Reason.MISSING if state.header is None else Reason.AGED
-        requests.append(RefreshRequest(state.scope, reason, state.utilisation, run_key(state)))
+        requests.append(
+            RefreshRequest(
+                state.scope, reason, state.utilisation, run_key(state), state.entity_count
+            )
+        )
     return requests

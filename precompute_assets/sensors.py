@@ -25,6 +25,7 @@ from dagster import (
 from precompute_assets.checks import FRESHNESS_CHECK, freshness_metadata
 from precompute_assets.contract import ReportTool
 from precompute_assets.db import connect
+from precompute_assets.executors import execution_run_config, executor_for
 from precompute_assets.factory import report_asset_key, scopes_partitions
 from precompute_assets.refresh import (
     Reason,
@@ -39,7 +40,7 @@ from precompute_assets.refresh import (
     scope_states,
 )
 from precompute_assets.resources import PrecomputeResource
-from precompute_assets.settings import RefreshSettings
+from precompute_assets.settings import ExecutorSettings, RefreshSettings
 
 IN_FLIGHT_STATUSES = [
     DagsterRunStatus.QUEUED,
@@ -60,8 +61,12 @@ def refresh_tags(tool: ReportTool[Any], request: RefreshRequest) -> dict[str, st
 
 
 def run_request(tool: ReportTool[Any], request: RefreshRequest) -> RunRequest:
+    settings = ExecutorSettings.from_env()
     return RunRequest(
-        run_key=request.run_key, partition_key=request.scope, tags=refresh_tags(tool, request)
+        run_key=request.run_key,
+        partition_key=request.scope,
+        tags=refresh_tags(tool, request),
+        run_config=execution_run_config(executor_for(request.entity_count, settings), settings),
     )
 
 

@@ -11,6 +11,7 @@ from typing import TypeVar
 from precompute_assets.db import sqlite_url
 
 DAY_S = 86_400
+LARGE_SCOPE_EXECUTORS = ("multiprocess", "celery")
 N = TypeVar("N", int, float)
 
 
@@ -95,6 +96,48 @@ class RefreshSettings:
             ),
             budget=_positive(env, "PRECOMPUTE_REFRESH_BUDGET", cls.budget, int),
             baseline_budget=_positive(env, "PRECOMPUTE_BASELINE_BUDGET", cls.baseline_budget, int),
+        )
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    """Which executor a run gets, from the entity count of the scope's last plan.
+
+    ===================================  =========================================  ============
+    environment variable                 meaning                                    default
+    ===================================  =========================================  ============
+    ``PRECOMPUTE_LARGE_SCOPE_ENTITIES``  entity count from which a scope is large   2000000
+    ``PRECOMPUTE_LARGE_SCOPE_EXECUTOR``  a large scope's executor: ``multiprocess``  multiprocess
+                                         or ``celery``; smaller ones run in-process
+    ``PRECOMPUTE_CELERY_BROKER``         broker URL of the celery workers           see below
+    ``PRECOMPUTE_CELERY_BACKEND``        their result backend                       see below
+    ===================================  =========================================  ============
+
+    Without the celery URLs, dagster-celery's defaults apply: RabbitMQ at
+    ``DAGSTER_CELERY_BROKER_HOST`` (localhost) and the ``rpc://`` backend.
+    """
+
+    large_scope_entities: int = 2_000_000
+    large_scope_executor: str = "multiprocess"
+    celery_broker: str | None = None
+    celery_backend: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ExecutorSettings:
+        env = os.environ if environ is None else environ
+        executor = env.get("PRECOMPUTE_LARGE_SCOPE_EXECUTOR") or cls.large_scope_executor
+        if executor not in LARGE_SCOPE_EXECUTORS:
+            raise SettingsError(
+                "PRECOMPUTE_LARGE_SCOPE_EXECUTOR must be one of "
+                f"{', '.join(LARGE_SCOPE_EXECUTORS)}, got {executor!r}"
+            )
+        return cls(
+            large_scope_entities=_positive(
+                env, "PRECOMPUTE_LARGE_SCOPE_ENTITIES", cls.large_scope_entities, int
+            ),
+            large_scope_executor=executor,
+            celery_broker=env.get("PRECOMPUTE_CELERY_BROKER") or None,
+            celery_backend=env.get("PRECOMPUTE_CELERY_BACKEND") or None,
         )
 
 
