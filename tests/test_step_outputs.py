@@ -1,0 +1,55 @@
+"""Step outputs through the store database, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from dagster import build_input_context, build_output_context
+
+from precompute_assets.db import sqlite_url
+from precompute_assets.step_outputs import (
+    StepOutputIOManager,
+    StepOutputNotFoundError,
+    step_outputs,
+)
+
+STEP = "unused_fields_report.unused_fields_plan_shards"
+
+
+def _output(run_id: str, mapping_key: str | None = None):
+    return build_output_context(
+        step_key=STEP, name="result", run_id=run_id, mapping_key=mapping_key
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path / "outputs.db")
+    return request.getfixturevalue("postgres_url")
+
+
+def test_outputs_are_read_back_per_run_and_mapping_key_and_replaced_on_retry(store_url):
+    io = StepOutputIOManager(store_url=store_url)
+    io.handle_output(_output("run-a", "shard_0"), {"shard": 0})
+    io.handle_output(_output("run-a", "shard_1"), {"shard": 1})
+    io.handle_output(_output("run-b", "shard_0"), {"shard": "b0"})
+    io.handle_output(_output("run-a", "shard_1"), {"shard": "1, retried"})
+
+    def load(run_id: str, mapping_key: str):
+        return io.load_input(build_input_context(upstream_output=_output(run_id, mapping_key)))
+
+    assert load("run-a", "shard_0") == {"shard": 0}
+    assert load("run-a", "shard_1") == {"shard": "1, retried"}
+    assert load("run-b", "shard_0") == {"shard": "b0"}
+    with sa.create_engine(store_url).connect() as connection:
+        rows = connection.execute(
+            sa.select(sa.func.count()).where(step_outputs.c.run_id == "run-a")
+        ).scalar()
+    assert rows == 2
+
+
+def test_a_missing_output_names_the_step_and_the_run(tmp_path):
+    io = StepOutputIOManager(store_url=sqlite_url(tmp_path / "outputs.db"))
+    with pytest.raises(StepOutputNotFoundError, match=r"plan_shards.*\[shard_3\].*run-gone"):
+        io.load_input(build_input_context(upstream_output=_output("run-gone", "shard_3")))
