@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -95,3 +96,27 @@ def _group_alive(group: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def celery_worker_command(name: str) -> list[str]:
+    """A dagster-celery worker taking one step at a time from the ``dagster`` queue.
+
+    The broker is dagster-celery's default: RabbitMQ at ``DAGSTER_CELERY_BROKER_HOST``.
+    """
+    return [
+        sys.executable, "-m", "celery", "-A", "dagster_celery.app", "worker",
+        "-Q", "dagster", "--concurrency", "1", "-n", f"{name}@%h",
+        "--without-gossip", "--without-mingle", "--loglevel", "INFO",
+    ]  # fmt: skip
+
+
+def wait_for_celery_workers(workers: Sequence[Server], timeout_s: float = 60) -> None:
+    """Until every worker has logged that it is ready; fails if one exits first."""
+    deadline = time.monotonic() + timeout_s
+    while not all(" ready." in worker.tail() for worker in workers):
+        for worker in workers:
+            if worker.exit_code() is not None:
+                raise RuntimeError(f"celery worker exited {worker.exit_code()}\n{worker.tail()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"celery workers not ready in {timeout_s:.0f}s\n{workers[0].tail()}")
+        time.sleep(0.5)

@@ -10,15 +10,10 @@ in-process run of the same scope, with its scan steps in the workers' processes.
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -31,6 +26,12 @@ from report_jobs import report_job
 
 from precompute_assets.db import sqlite_url
 from precompute_assets.demo_source import generate_source
+from precompute_assets.processes import (
+    Server,
+    celery_worker_command,
+    server_group,
+    wait_for_celery_workers,
+)
 from precompute_assets.resources import PrecomputeResource
 
 TOOL = "unused_fields"
@@ -50,53 +51,24 @@ def _rabbitmq_reachable() -> bool:
 
 
 @pytest.fixture(scope="module")
-def celery_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[subprocess.Popen]]:
+def celery_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Server]]:
     if not _rabbitmq_reachable():
         require_service("RabbitMQ at 127.0.0.1:5672", "start rabbitmq-server (guest/guest)")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PRECOMPUTE_", "DAGSTER_"))}
-    workers, logs = [], []
-    for number in range(WORKERS):
-        folder = tmp_path_factory.mktemp(f"celery_worker_{number}")
-        log = folder / "worker.log"
-        command = [
-            sys.executable, "-m", "celery", "-A", "dagster_celery.app", "worker",
-            "-Q", "dagster", "--concurrency", "1", "-n", f"precompute-test-{number}@%h",
-            "--without-gossip", "--without-mingle", "--loglevel", "INFO",
-        ]  # fmt: skip
-        with log.open("w") as output:
+    with ExitStack() as stack:
+        workers = []
+        for number in range(WORKERS):
+            folder = tmp_path_factory.mktemp(f"celery_worker_{number}")
+            command = celery_worker_command(f"precompute-test-{number}")
             workers.append(
-                subprocess.Popen(
-                    command,
-                    cwd=folder,
-                    env={**env, "HOME": str(folder)},
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
+                stack.enter_context(
+                    server_group(
+                        f"worker-{number}", command, {**env, "HOME": str(folder)}, folder, folder
+                    )
                 )
             )
-        logs.append(log)
-    try:
-        _wait_until_ready(workers, logs)
+        wait_for_celery_workers(workers)
         yield workers
-    finally:
-        for worker in workers:
-            os.killpg(worker.pid, signal.SIGTERM)
-        for worker in workers:
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
-
-
-def _wait_until_ready(workers: list[subprocess.Popen], logs: list[Path]) -> None:
-    deadline = time.monotonic() + 60
-    while not all(" ready." in log.read_text() for log in logs):
-        for worker, log in zip(workers, logs, strict=True):
-            if worker.poll() is not None:
-                pytest.fail(f"celery worker exited {worker.returncode}:\n{log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail("celery workers not ready in 60 s:\n" + logs[0].read_text()[-3000:])
-        time.sleep(0.5)
 
 
 def _postgres_instance(url: str) -> dict:
