@@ -5,8 +5,9 @@
 Against the local PostgreSQL and Redis, as docs/deploy.md deploys it: the Dagster instance in
 one database (``deploy/dagster.yaml``), the source, ledger and reports in another, batch
 contributions in Redis. It creates the databases if missing, seeds a demo source into an empty
-one, registers its scopes, then starts ``dagster-webserver`` and ``dagster-daemon``, each in a
-process group of its own, with only environment variables to configure them.
+one, registers its scopes, then starts ``dagster-webserver``, ``dagster-daemon`` and celery workers
+(RabbitMQ on loopback as their broker), each in a process group of its own, with only environment
+variables to configure them; large scopes' runs go to the workers.
 It prints the UI's address once the webserver answers, and stops every server when interrupted
 (SIGINT or SIGTERM) or when one of them exits.
 """
@@ -18,6 +19,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import sys
 import time
 import urllib.request
@@ -31,7 +33,13 @@ from dagster import DagsterInstance
 
 from precompute_assets.cache import cache_from_url, check_cache_reachable
 from precompute_assets.demo_source import DemoScale, generate_source
-from precompute_assets.processes import Server, start_server, stop_server
+from precompute_assets.processes import (
+    Server,
+    celery_worker_command,
+    start_server,
+    stop_server,
+    wait_for_celery_workers,
+)
 from precompute_assets.registry import load_tools
 from precompute_assets.runs import register_scopes
 
@@ -42,6 +50,7 @@ SCALES = {
     "small": DemoScale(tenants=2, spaces=4, work_items=4_000, seed=3),
 }
 READY_TIMEOUT_S = 120
+BROKER = ("127.0.0.1", 5672)  # dagster-celery's default broker: RabbitMQ on this machine
 
 
 class Stopped(Exception):
@@ -57,6 +66,7 @@ class StackConfig:
     cache_url: str
     port: int
     scale: DemoScale
+    workers: int
 
     def data_url(self) -> str:
         return self.server.set(database=self.data_db).render_as_string(hide_password=False)
@@ -81,6 +91,7 @@ def stack_env(config: StackConfig) -> dict[str, str]:
         "PRECOMPUTE_SOURCE_URL": config.data_url(),
         "PRECOMPUTE_STORE_URL": config.data_url(),
         "PRECOMPUTE_CACHE_URL": config.cache_url,
+        "PRECOMPUTE_LARGE_SCOPE_EXECUTOR": "celery",
     }
 
 
@@ -88,6 +99,7 @@ def prepare(config: StackConfig, env: Mapping[str, str]) -> None:
     """Databases, instance config, a demo source if the data database has none, its scopes."""
     create_databases(config.server, [config.instance_db, config.data_db])
     check_cache_reachable(cache_from_url(config.cache_url))
+    check_broker_reachable()
     config.home.mkdir(parents=True, exist_ok=True)
     shutil.copy(PROJECT / "deploy" / "dagster.yaml", config.home / "dagster.yaml")
 
@@ -105,6 +117,15 @@ def prepare(config: StackConfig, env: Mapping[str, str]) -> None:
         data.dispose()
 
 
+def check_broker_reachable() -> None:
+    try:
+        socket.create_connection(BROKER, timeout=5).close()
+    except OSError as error:
+        raise SystemExit(
+            f"no celery broker at {BROKER[0]}:{BROKER[1]} ({error}): start RabbitMQ (guest/guest)"
+        ) from None
+
+
 def create_databases(server: sa.URL, names: list[str]) -> None:
     """Create each database that does not exist yet; an existing one is used as it is."""
     admin = sa.create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
@@ -120,13 +141,18 @@ def create_databases(server: sa.URL, names: list[str]) -> None:
 
 def start(config: StackConfig, env: Mapping[str, str]) -> list[Server]:
     workspace = str(PROJECT / "workspace.yaml")
-    logs = config.home / "logs"
+    # Not "logs": Dagster keeps its telemetry queue there and moves the folder away.
+    logs = config.home / "server-logs"
     commands = {
         "webserver": [
             str(BIN / "dagster-webserver"), "-w", workspace,
             "-h", "127.0.0.1", "-p", str(config.port),
         ],
         "daemon": [str(BIN / "dagster-daemon"), "run", "-w", workspace],
+        **{
+            f"celery-worker-{n}": celery_worker_command(f"stack-{n}")
+            for n in range(config.workers)
+        },
     }  # fmt: skip
     servers: list[Server] = []
     try:
@@ -193,6 +219,7 @@ def run(config: StackConfig) -> int:
     servers = start(config, env)
     try:
         wait_until_ready(config.port, servers)
+        wait_for_celery_workers([s for s in servers if s.name.startswith("celery-worker")])
         print(summary(config, env, servers), flush=True)
         while True:
             check_running(servers)
@@ -220,6 +247,7 @@ def parse_args(argv: list[str] | None = None) -> StackConfig:
     parser.add_argument("--cache", default="redis://127.0.0.1:6379/0", help="cache tier URL")
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--scale", choices=sorted(SCALES), default="demo")
+    parser.add_argument("--workers", type=int, default=2, help="celery workers")
     args = parser.parse_args(argv)
     return StackConfig(
         home=args.home.resolve(),
@@ -229,6 +257,7 @@ def parse_args(argv: list[str] | None = None) -> StackConfig:
         cache_url=args.cache,
         port=args.port,
         scale=SCALES[args.scale],
+        workers=args.workers,
     )
 
 

@@ -1,12 +1,14 @@
-"""``make stack`` for real: ``deploy/stack.py`` up, one report through its webserver, Ctrl-C.
+"""``make stack`` for real: ``deploy/stack.py`` up, reports through its webserver, Ctrl-C.
 
 The script runs as ``make stack`` runs it, in the foreground of a process group of its own, on
 two fresh PostgreSQL databases (the Dagster instance; the source, ledger and reports) and Redis.
 The test waits for the address it prints, launches a run of ``unused_fields_job`` through the
 webserver's GraphQL as the UI's *Materialize* does, and waits until the daemon has dequeued it and
 the run succeeded. The report must equal the SQL ground truth and the run must be in the
-instance's PostgreSQL database. Then the test sends SIGINT to the script's group, as a terminal's
-Ctrl-C does: the script must exit 0 and leave no process behind (none with its DAGSTER_HOME).
+instance's PostgreSQL database. A second run, with the celery executor in its run config as the
+sensors give a large scope, must run its steps on the stack's celery workers. Then the test sends
+SIGINT to the script's group, as a terminal's Ctrl-C does: the script must exit 0 and leave no
+process behind (none with its DAGSTER_HOME).
 
 Wall time: about 60 s on 2 CPUs (startup ~15 s, the run ~30 s, stopping ~5 s).
 """
@@ -29,8 +31,10 @@ from ground_truth import comparable, unused_fields_truth
 from live_dagster import LiveDagster, free_port, wait_for_run, wait_for_webserver, wait_until
 
 from precompute_assets.cache import cache_from_url
+from precompute_assets.executors import execution_run_config
 from precompute_assets.processes import ANSI_ESCAPE, Server, start_server, stop_server
 from precompute_assets.resources import PrecomputeResource
+from precompute_assets.settings import ExecutorSettings
 
 PROJECT = Path(__file__).resolve().parents[1]
 CACHE_URL = "redis://127.0.0.1:6379/14"
@@ -51,7 +55,7 @@ class Stack(LiveDagster):
     def logs(self) -> str:
         """The script's output, then each server's log (the script owns their processes)."""
         tails = [self.script.tail()]
-        for log in sorted((self.home / "logs").glob("*.log")):
+        for log in sorted((self.home / "server-logs").glob("*.log")):
             text = ANSI_ESCAPE.sub("", log.read_text(errors="replace"))
             tails.append(f"--- last 4000 characters of {log} ---\n{text[-4_000:]}")
         return "\n".join(tails)
@@ -133,6 +137,26 @@ def test_the_stack_computes_a_report_launched_from_its_webserver_and_stops_clean
         query = sa.text("SELECT status FROM runs WHERE run_id = :id")
         assert connection.execute(query, {"id": run_id}).scalar() == "SUCCESS"
     instance_db.dispose()
+
+    # A large scope's run as the refresh sensor sets it up: its steps on the celery workers.
+    with source_connection(stack.data_url) as source:
+        other = source.exec_driver_sql("SELECT key FROM spaces ORDER BY key DESC LIMIT 1").scalar()
+    celery_run = stack.client.submit_job_execution(
+        "unused_fields_job",
+        run_config=execution_run_config("celery", ExecutorSettings()),
+        tags={"dagster/partition": other},
+    )
+    assert wait_for_run(stack, celery_run) == "SUCCESS", stack.logs()
+    header, rows = store.read("unused_fields", other)
+    assert header.run_id == celery_run
+    with source_connection(stack.data_url) as source:
+        truth = unused_fields_truth(source, other, header.summary["params"]["as_of"])
+    pd.testing.assert_frame_equal(comparable(rows), truth)
+    worker_logs = "".join(
+        log.read_text() for log in (stack.home / "server-logs").glob("celery-*.log")
+    )
+    # initialise, plan_shards, the scan shards and finalise: each a task a worker ran.
+    assert worker_logs.count("succeeded in") >= 3 + header.shard_count, stack.logs()
 
     assert processes_of(stack.home), "the servers should carry the stack's DAGSTER_HOME"
     os.killpg(stack.script.process.pid, signal.SIGINT)  # what Ctrl-C in its terminal sends
