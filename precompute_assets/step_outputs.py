@@ -9,6 +9,7 @@ already reaches, carries them between steps on any executor.
 from __future__ import annotations
 
 import pickle
+import time
 from functools import cache
 from typing import Any
 
@@ -18,7 +19,7 @@ from pydantic import Field
 from sqlalchemy import Engine
 
 from precompute_assets.db import create_engine_for, ensure_tables, safe_url, write_transaction
-from precompute_assets.settings import Settings
+from precompute_assets.settings import DAY_S, Settings
 
 metadata = sa.MetaData()
 
@@ -31,7 +32,11 @@ step_outputs = sa.Table(
     # '' for an output that is not one of a dynamic output's mapped copies.
     sa.Column("mapping_key", sa.String(255), primary_key=True),
     sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
 )
+# Long enough to re-execute a failed run from failure, short enough that a fleet's daily runs do
+# not pile up: a few kilobytes per run.
+RETENTION_DAYS = 7
 
 
 class StepOutputNotFoundError(LookupError):
@@ -48,14 +53,22 @@ class StepOutputIOManager(ConfigurableIOManager):
     store_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the store database; default from settings."
     )
+    retention_days: float = Field(
+        default=RETENTION_DAYS, description="Days a run's outputs are kept for re-execution."
+    )
 
     def handle_output(self, context: OutputContext, obj: Any) -> None:
         key = _key(context)
         payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
         # A retried step writes its output again: replace, never duplicate.
+        now = time.time()
         with write_transaction(self._engine()) as connection:
             connection.execute(step_outputs.delete().where(_matches(key)))
-            connection.execute(step_outputs.insert().values(**key, payload=payload))
+            connection.execute(step_outputs.insert().values(**key, payload=payload, created_at=now))
+            # Once per run, at the report asset's own output: forget outputs past retention.
+            if context.has_asset_key:
+                expired = step_outputs.c.created_at < now - self.retention_days * DAY_S
+                connection.execute(step_outputs.delete().where(expired))
 
     def load_input(self, context: InputContext) -> Any:
         key = _key(context.upstream_output)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import sqlalchemy as sa
 from dagster import build_input_context, build_output_context
@@ -53,3 +55,32 @@ def test_a_missing_output_names_the_step_and_the_run(tmp_path):
     io = StepOutputIOManager(store_url=sqlite_url(tmp_path / "outputs.db"))
     with pytest.raises(StepOutputNotFoundError, match=r"plan_shards.*\[shard_3\].*run-gone"):
         io.load_input(build_input_context(upstream_output=_output("run-gone", "shard_3")))
+
+
+def test_a_report_output_forgets_outputs_past_retention(tmp_path):
+    io = StepOutputIOManager(store_url=sqlite_url(tmp_path / "outputs.db"), retention_days=7)
+    io.handle_output(_output("run-old", "shard_0"), "old")
+    io.handle_output(_output("run-recent", "shard_0"), "recent")
+    engine = sa.create_engine(sqlite_url(tmp_path / "outputs.db"))
+    with engine.begin() as connection:
+        connection.execute(
+            step_outputs.update()
+            .where(step_outputs.c.run_id == "run-old")
+            .values(created_at=time.time() - 8 * 86_400)
+        )
+    io.handle_output(_output("run-recent", "shard_1"), "not an asset: prunes nothing")
+    assert _run_ids(engine) == {"run-old", "run-recent"}
+
+    report = build_output_context(
+        step_key="unused_fields_report.unused_fields_finalise",
+        name="result",
+        run_id="run-recent",
+        asset_key="unused_fields_report",
+    )
+    io.handle_output(report, {"rows": 3})
+    assert _run_ids(engine) == {"run-recent"}
+
+
+def _run_ids(engine: sa.Engine) -> set[str]:
+    with engine.connect() as connection:
+        return set(connection.execute(sa.select(step_outputs.c.run_id)).scalars())
