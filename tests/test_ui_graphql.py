@@ -18,8 +18,8 @@ successful, that the backfill completed, that the ``report_complete`` check pass
 partition in the run that materialised it, and that the report store holds a report for every
 launched scope equal to an independent SQL ground truth (``ground_truth.py``).
 
-Wall time: 80-150 s on 2 CPUs, most of it the runs (7 step processes each under the multiprocess
-executor, 2 runs at a time) and the backfill daemon's 30-second ticks; startup is ~10 s.
+Wall time: 60-150 s on 2 CPUs, most of it the runs (in-process, the executor a run gets without
+run config; 2 runs at a time) and the backfill daemon's 30-second ticks; startup is ~10 s.
 """
 
 from __future__ import annotations

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from precompute_assets.executors import execution_run_config
 from precompute_assets.report_store import ReportStore
 from precompute_assets.resources import PrecomputeResource
+from precompute_assets.settings import ExecutorSettings
 
 PROJECT = Path(__file__).resolve().parents[1]
 DAGSTER = str(Path(sys.executable).parent / "dagster")
@@ -56,6 +59,8 @@ def test_a_partition_materialises_under_the_multiprocess_executor(tmp_path, prec
             "unused_work_types_report",
             "--partition",
             "t1-s001",
+            "--config-json",
+            json.dumps(execution_run_config("multiprocess", ExecutorSettings())),
         ],
         env,
     )
