@@ -26,10 +26,8 @@ from run import databases_for, ensure_source
 
 from precompute_assets.executors import execution_run_config
 from precompute_assets.processes import celery_worker_command, server_group, wait_for_celery_workers
+from precompute_assets.runs import report_job
 from precompute_assets.settings import ExecutorSettings, Settings
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from report_jobs import report_job
 
 TOOL = "unused_fields"
 SCOPE = "t1-s001"

@@ -11,19 +11,35 @@ import sys
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dagster import DagsterInstance, Definitions, ExecuteInProcessResult
+from dagster import (
+    DagsterInstance,
+    Definitions,
+    ExecuteInProcessResult,
+    JobDefinition,
+    JobExecutionResult,
+    RetryPolicy,
+    build_reconstructable_job,
+)
+
+# execute_job cannot take a run id, and `refresh --no-wait` names the run before it exists.
+from dagster._core.execution.api import execute_run
 
 from precompute_assets.contract import ReportTool
 from precompute_assets.db import connect
 from precompute_assets.definitions import build_definitions, report_job_name
-from precompute_assets.factory import scopes_partitions
+from precompute_assets.executors import execution_run_config, executor_for
+from precompute_assets.factory import DEFAULT_RETRY_POLICY, scopes_partitions
 from precompute_assets.reader import UnknownScopeError
 from precompute_assets.refresh import Reason, RefreshRequest, run_key, scope_states
+from precompute_assets.registry import get_tool, load_tools
 from precompute_assets.resources import PrecomputeResource
 from precompute_assets.sensors import refresh_tags
-from precompute_assets.settings import Settings
+from precompute_assets.settings import ExecutorSettings, Settings
+
+if TYPE_CHECKING:
+    from dagster._core.definitions.reconstruct import ReconstructableJob
 
 
 def project_instance(project_dir: Path) -> DagsterInstance:
@@ -40,13 +56,40 @@ def project_instance(project_dir: Path) -> DagsterInstance:
     return DagsterInstance.get()
 
 
+def resource_fields(settings: Settings) -> dict[str, Any]:
+    """The ``PrecomputeResource`` fields that carry ``settings`` to another process."""
+    return {
+        "source_url": settings.source_url,
+        "store_url": settings.store_url,
+        "batch_size": settings.batch_size,
+        "max_shards": settings.max_shards,
+        "cache_url": settings.cache_url,
+    }
+
+
 def settings_resource(settings: Settings) -> PrecomputeResource:
-    return PrecomputeResource(
-        source_url=settings.source_url,
-        store_url=settings.store_url,
-        batch_size=settings.batch_size,
-        max_shards=settings.max_shards,
-        cache_url=settings.cache_url,
+    return PrecomputeResource(**resource_fields(settings))
+
+
+def make_report_job(tool: str, max_retries: int | None = None, **precompute: Any) -> JobDefinition:
+    """A registered tool's report job, on the data named by ``precompute`` (resource fields)."""
+    tools = load_tools()
+    retry_policy = DEFAULT_RETRY_POLICY if max_retries is None else RetryPolicy(max_retries)
+    defs = build_definitions(tools, PrecomputeResource(**precompute), retry_policy)
+    return defs.resolve_job_def(report_job_name(get_tool(tools, tool)))
+
+
+def report_job(tool: str, **kwargs: Any) -> ReconstructableJob:
+    """A pointer to ``make_report_job(tool, **kwargs)`` that step processes on any host follow.
+
+    Multiprocess, celery and Kubernetes steps rebuild their job from a pointer instead of
+    receiving it; the data's whereabouts travel in it rather than in a shared environment.
+    """
+    return build_reconstructable_job(
+        __name__,
+        make_report_job.__name__,
+        reconstructable_args=(tool,),
+        reconstructable_kwargs=kwargs,
     )
 
 
@@ -93,8 +136,11 @@ def refresh_scope(
     *,
     run_id: str | None = None,
     log_level: str = "INFO",
-) -> ExecuteInProcessResult:
-    """An on-demand refresh: a run of the tool's job for ``scope``, tagged and prioritised."""
+) -> JobExecutionResult:
+    """An on-demand refresh: a run of the tool's job for ``scope``, tagged and prioritised.
+
+    The run's executor is chosen from the scope's last plan, as the refresh sensor chooses it.
+    """
     precompute = settings_resource(settings)
     states = scope_states(tool, precompute.source_engine(), precompute.store(), [scope])
     if not states:
@@ -104,16 +150,20 @@ def refresh_scope(
     if not instance.has_dynamic_partition(name, scope):
         instance.add_dynamic_partitions(name, [scope])
     request = RefreshRequest(scope, Reason.ON_DEMAND, state.utilisation, run_key(state))
-    defs = build_definitions({tool.name: tool}, precompute)
-    return materialise_scope(
-        defs,
-        tool,
-        scope,
-        instance,
-        tags=refresh_tags(tool, request),
+    executors = ExecutorSettings.from_env()
+    run_config = {
+        **execution_run_config(executor_for(state.entity_count, executors), executors),
+        "loggers": {"console": {"config": {"log_level": log_level}}},
+    }
+    job = report_job(tool.name, **resource_fields(settings))
+    run = instance.create_run_for_job(
+        job.get_definition(),
         run_id=run_id,
-        log_level=log_level,
+        run_config=run_config,
+        tags={**refresh_tags(tool, request), "dagster/partition": scope},
+        job_code_origin=job.get_python_origin(),
     )
+    return execute_run(job, run, instance)
 
 
 def refresh_in_background(tool: ReportTool[Any], scope: str, settings: Settings) -> str:

@@ -22,7 +22,6 @@ from conftest import SMALL_SCALE, fresh_postgres_database, largest_scope, requir
 from conftest import source_connection as connect_source
 from dagster import DagsterEventType, DagsterInstance, execute_job, instance_for_test
 from ground_truth import comparable, unused_fields_truth
-from report_jobs import report_job
 
 from precompute_assets.db import sqlite_url
 from precompute_assets.demo_source import generate_source
@@ -33,6 +32,7 @@ from precompute_assets.processes import (
     wait_for_celery_workers,
 )
 from precompute_assets.resources import PrecomputeResource
+from precompute_assets.runs import report_job
 
 TOOL = "unused_fields"
 WORKERS = 2

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SMALL_SCALE
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from precompute_assets.cli import main
 from precompute_assets.db import sqlite_url
@@ -66,6 +66,27 @@ def test_refresh_runs_one_scope_on_the_project_instance_and_tags_it(project, cap
     assert run.tags["dagster/priority"] == "1000"
     row = next(r for r in _status(capsys) if r["scope"] == scope)
     assert (row["stale"], row["due"]) == (False, None)
+
+
+def test_refresh_gives_a_large_scope_the_large_scope_executor(project, capsys, monkeypatch):
+    monkeypatch.setenv("PRECOMPUTE_LARGE_SCOPE_ENTITIES", "2")
+    monkeypatch.setenv("PRECOMPUTE_LARGE_SCOPE_EXECUTOR", "multiprocess")
+    scope = _status(capsys)[0]["scope"]
+    reports = []
+    for _ in range(2):
+        assert main(["refresh", "unused_fields", scope]) == 0
+        capsys.readouterr()
+        assert main(["report", "unused_fields", scope, "--json"]) == 0
+        reports.append(json.loads(capsys.readouterr().out)["rows"])
+
+    with DagsterInstance.get() as instance:
+        first, second = reversed(instance.get_runs(RunsFilter(tags={"dagster/partition": scope})))
+        executors = [next(iter(run.run_config["execution"]["config"])) for run in (first, second)]
+        # No plan before the first run; its plan counted more entities than the threshold.
+        assert executors == ["in_process", "multiprocess"]
+        starts = instance.all_logs(second.run_id, of_type=DagsterEventType.STEP_START)
+    assert len({event.dagster_event.pid for event in starts}) == len(starts) > 1
+    assert reports[0] == reports[1] and reports[0]
 
 
 def test_refresh_without_waiting_returns_a_run_id_that_completes(project, capsys):

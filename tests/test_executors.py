@@ -6,13 +6,13 @@ import pandas as pd
 import pytest
 from conftest import run_partition
 from dagster import build_sensor_context, execute_job
-from report_jobs import report_job
 
 from precompute_assets.db import connect, sqlite_url
 from precompute_assets.definitions import build_definitions
 from precompute_assets.demo_source import touch_space
 from precompute_assets.executors import execution_run_config, executor_for
 from precompute_assets.resources import PrecomputeResource
+from precompute_assets.runs import report_job
 from precompute_assets.settings import ExecutorSettings, SettingsError
 
 TOOL = "unused_fields"
