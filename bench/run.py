@@ -107,15 +107,16 @@ class Options:
 
 
 def databases_for(url: str | None, folder: Path, items: int) -> Databases:
-    """SQLite: two files per scale. PostgreSQL: one schema per scale in the given database,
-    reached through ``search_path`` in the URL, so that every process (Dagster's step
-    processes too) finds the tables from the URL alone."""
+    """SQLite: two files per scale. PostgreSQL: one schema per scale in the given database
+    (created if missing), reached through ``search_path`` in the URL, so that every process
+    (Dagster's step processes too) finds the tables from the URL alone."""
     if url is None:
         return Databases(
             items,
             sqlite_url(folder / f"source-{items}.db"),
             sqlite_url(folder / f"reports-{items}.db"),
         )
+    ensure_database(url)
     schema = f"pc_bench_{items}"
     engine = sa.create_engine(url)
     try:
@@ -126,6 +127,21 @@ def databases_for(url: str | None, folder: Path, items: int) -> Databases:
     scoped = make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
     scoped_url = scoped.render_as_string(hide_password=False)
     return Databases(items, scoped_url, scoped_url)
+
+
+def ensure_database(url: str) -> None:
+    """Create the URL's PostgreSQL database, connecting to the server's ``postgres`` database."""
+    database = make_url(url).database
+    admin = sa.create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            exists = connection.execute(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": database}
+            ).first()
+            if not exists:
+                connection.exec_driver_sql(f'CREATE DATABASE "{database}"')
+    finally:
+        admin.dispose()
 
 
 def ensure_source(databases: Databases) -> dict[str, Any]:
