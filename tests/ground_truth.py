@@ -6,13 +6,15 @@ comparing the two would catch a wrong batch cut, a lost batch or a wrong merge.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import pandas as pd
 from sqlalchemy import Connection, text
 
-TWO_YEARS_S = 730 * 86_400
 
-
-def unused_fields_truth(source: Connection, scope: str, as_of: int) -> pd.DataFrame:
+def unused_fields_truth(source: Connection, scope: str, params: Mapping[str, Any]) -> pd.DataFrame:
+    """The report for the reference times of the job (``as_of``, ``since``) in ``params``."""
     query = text(
         """
         SELECT f.id AS entity_id, f.origin,
@@ -29,7 +31,9 @@ def unused_fields_truth(source: Connection, scope: str, as_of: int) -> pd.DataFr
         """
     )
     rows = pd.DataFrame(
-        source.execute(query, {"scope": scope, "as_of": as_of, "since": as_of - TWO_YEARS_S}).all(),
+        source.execute(
+            query, {"scope": scope, "as_of": params["as_of"], "since": params["since"]}
+        ).all(),
         columns=["entity_id", "origin", "usage_count", "last_used", "screens"],
     )
     rows["unused"] = (

@@ -143,7 +143,7 @@ def test_a_job_on_two_celery_workers_gives_the_in_process_report(celery_workers,
         _, expected = reference.store().read(TOOL, scope)
         pd.testing.assert_frame_equal(rows, expected)
         with connect_source(data_url) as source:
-            truth = unused_fields_truth(source, scope, header.summary["params"]["as_of"])
+            truth = unused_fields_truth(source, scope, header.summary["params"])
         pd.testing.assert_frame_equal(comparable(rows), truth)
         assert header.shard_count == SHARDS
 

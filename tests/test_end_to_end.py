@@ -49,10 +49,20 @@ def test_reports_equal_ground_truth_for_every_space(defs, precompute, instance):
             for tool_name in ("unused_fields", "unused_work_types"):
                 assert run_partition(defs, tool_name, scope, instance).success
             header, rows = precompute.store().read("unused_fields", scope)
-            truth = unused_fields_truth(source, scope, header.summary["params"]["as_of"])
+            truth = unused_fields_truth(source, scope, header.summary["params"])
             pd.testing.assert_frame_equal(comparable(rows), truth)
             _, rows = precompute.store().read("unused_work_types", scope)
             pd.testing.assert_frame_equal(comparable(rows), unused_work_types_truth(source, scope))
+
+
+def test_the_usage_window_starts_at_a_utc_midnight(precompute):
+    """Two runs of one day over an unchanged space count the same values, seconds apart or not."""
+    scope = _all_scopes(precompute.source_url)[0]
+    with source_connection(precompute.source_url) as source:
+        params = UnusedFields().initialise(source, scope).params
+    day = 86_400
+    assert params["since"] % day == 0
+    assert params["since"] == (params["as_of"] // day - 730) * day
 
 
 def test_the_ground_truth_comparison_covers_the_edge_cases(defs, precompute, instance):
@@ -67,8 +77,8 @@ def test_the_ground_truth_comparison_covers_the_edge_cases(defs, precompute, ins
     )
     origin = rows["detail"].map(lambda d: d["origin"])
     on_screen = rows["detail"].map(lambda d: d["on_screen"])
-    as_of = {scope: h.summary["params"]["as_of"] for scope, h in headers.items()}
-    cutoff = rows["scope"].map(lambda s: pd.Timestamp(as_of[s] - 730 * 86_400, unit="s", tz="UTC"))
+    since = {scope: h.summary["params"]["since"] for scope, h in headers.items()}
+    cutoff = rows["scope"].map(lambda s: pd.Timestamp(since[s], unit="s", tz="UTC"))
 
     assert any(h.entity_count == 0 for h in headers.values()), "a space with no work items"
     last_used_long_ago = (rows["usage_count"] == 0) & rows["last_used"].notna()

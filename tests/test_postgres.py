@@ -24,7 +24,7 @@ def test_reports_on_postgresql_equal_ground_truth(postgres_url, tools, instance)
             assert run_partition(defs, "unused_fields", scope, instance).success
             assert run_partition(defs, "unused_work_types", scope, instance).success
             header, rows = precompute.store().read("unused_fields", scope)
-            truth = unused_fields_truth(source, scope, header.summary["params"]["as_of"])
+            truth = unused_fields_truth(source, scope, header.summary["params"])
             pd.testing.assert_frame_equal(comparable(rows), truth)
             _, rows = precompute.store().read("unused_work_types", scope)
             pd.testing.assert_frame_equal(comparable(rows), unused_work_types_truth(source, scope))

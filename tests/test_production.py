@@ -160,7 +160,7 @@ def test_a_report_computed_by_environment_alone_lands_in_postgresql(
     assert header.run_id == materialised.run_id
     assert header.shard_count == SHARDS
     with source_connection(production.data_url) as source:
-        truth = unused_fields_truth(source, materialised.scope, header.summary["params"]["as_of"])
+        truth = unused_fields_truth(source, materialised.scope, header.summary["params"])
     pd.testing.assert_frame_equal(comparable(rows), truth)
 
 

@@ -130,7 +130,7 @@ def test_the_stack_computes_a_report_launched_from_its_webserver_and_stops_clean
     header, rows = report
     assert header.run_id == run_id
     with source_connection(stack.data_url) as source:
-        truth = unused_fields_truth(source, scope, header.summary["params"]["as_of"])
+        truth = unused_fields_truth(source, scope, header.summary["params"])
     pd.testing.assert_frame_equal(comparable(rows), truth)
     instance_db = sa.create_engine(stack.instance_url)
     with instance_db.connect() as connection:
@@ -150,7 +150,7 @@ def test_the_stack_computes_a_report_launched_from_its_webserver_and_stops_clean
     header, rows = store.read("unused_fields", other)
     assert header.run_id == celery_run
     with source_connection(stack.data_url) as source:
-        truth = unused_fields_truth(source, other, header.summary["params"]["as_of"])
+        truth = unused_fields_truth(source, other, header.summary["params"])
     pd.testing.assert_frame_equal(comparable(rows), truth)
     worker_logs = "".join(
         log.read_text() for log in (stack.home / "server-logs").glob("celery-*.log")

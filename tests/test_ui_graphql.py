@@ -290,8 +290,7 @@ def test_a_launch_and_a_backfill_from_the_ui_compute_their_reports(deployment: D
             header, rows = report
             assert header.run_id == run_id
             assert header.entity_count > 0 and header.row_count == len(rows) > 0
-            as_of = header.summary["params"]["as_of"]
-            truth = unused_fields_truth(source, launched, as_of)
+            truth = unused_fields_truth(source, launched, header.summary["params"])
             pd.testing.assert_frame_equal(comparable(rows), truth)
             for scope in backfilled:
                 report = store.read("unused_work_types", scope)

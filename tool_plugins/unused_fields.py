@@ -3,21 +3,26 @@
 A field associated with a space is unused when it has no value on the space's work items in the
 last two years, is on no screen of the space, and was created by an admin (system and app fields
 are never proposed for removal). Utilisation is associated fields over the 700-field limit.
+
+The two years start at a UTC midnight, so every run of one day over an unchanged space gives the
+same report, whichever executor or cache tier computed it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
 from sqlalchemy import Connection, text
 
-from precompute_assets.contract import Batch
+from precompute_assets.contract import Batch, Extent
 from tool_plugins._spaces import SpaceTool, merge_counts_and_latest
 
 FIELD_LIMIT = 700
-USAGE_WINDOW_S = 730 * 86_400
+DAY_S = 86_400
+USAGE_WINDOW_S = 730 * DAY_S
 
 # field id -> [values in the usage window, latest value time]
 FieldUsage = dict[str, list[int]]
@@ -30,8 +35,12 @@ class UnusedFields(SpaceTool[FieldUsage]):
     limit = FIELD_LIMIT
     description = "Fields of a space with no value in two years, on no screen, made by an admin."
 
+    def initialise(self, source: Connection, scope: str) -> Extent:
+        extent = super().initialise(source, scope)
+        today = extent.params["as_of"] // DAY_S * DAY_S
+        return replace(extent, params={**extent.params, "since": today - USAGE_WINDOW_S})
+
     def scan(self, source: Connection, batch: Batch) -> FieldUsage:
-        as_of = batch.params["as_of"]
         rows = source.execute(
             text(
                 "SELECT v.field_id,"
@@ -47,8 +56,8 @@ class UnusedFields(SpaceTool[FieldUsage]):
                 "first": batch.first_key,
                 "last": batch.last_key,
                 "space_id": batch.params["space_id"],
-                "since": as_of - USAGE_WINDOW_S,
-                "as_of": as_of,
+                "since": batch.params["since"],
+                "as_of": batch.params["as_of"],
             },
         )
         return {str(field_id): [int(recent), int(latest)] for field_id, recent, latest in rows}
