@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from functools import cache
+from typing import Any
 
 from dagster import ConfigurableResource
 from pydantic import Field
@@ -14,6 +15,9 @@ from precompute_assets.db import create_engine_for
 from precompute_assets.ledger import Ledger
 from precompute_assets.report_store import ReportStore
 from precompute_assets.settings import Settings
+
+# The settings a resource carries; the rest come from the environment of the process using it.
+RESOURCE_SETTINGS = ("source_url", "store_url", "batch_size", "max_shards", "cache_url")
 
 
 class PrecomputeResource(ConfigurableResource):
@@ -42,7 +46,7 @@ class PrecomputeResource(ConfigurableResource):
         settings = Settings.from_env()
         overrides = {
             name: getattr(self, name)
-            for name in ("source_url", "store_url", "batch_size", "max_shards", "cache_url")
+            for name in RESOURCE_SETTINGS
             if getattr(self, name) is not None
         }
         return replace(settings, **overrides)
@@ -56,6 +60,11 @@ class PrecomputeResource(ConfigurableResource):
 
     def store(self) -> ReportStore:
         return _store(self.settings().store_url)
+
+
+def resource_fields(settings: Settings) -> dict[str, Any]:
+    """The ``PrecomputeResource`` fields that carry ``settings`` to another process."""
+    return {name: getattr(settings, name) for name in RESOURCE_SETTINGS}
 
 
 # One pool per database and process, shared by every op that runs in it.

@@ -34,7 +34,7 @@ from precompute_assets.factory import DEFAULT_RETRY_POLICY, scopes_partitions
 from precompute_assets.reader import UnknownScopeError
 from precompute_assets.refresh import Reason, RefreshRequest, run_key, scope_states
 from precompute_assets.registry import get_tool, load_tools
-from precompute_assets.resources import PrecomputeResource
+from precompute_assets.resources import PrecomputeResource, resource_fields
 from precompute_assets.sensors import refresh_tags
 from precompute_assets.settings import ExecutorSettings, Settings
 
@@ -54,17 +54,6 @@ def project_instance(project_dir: Path) -> DagsterInstance:
             )
         os.environ["DAGSTER_HOME"] = str(project_dir.resolve())
     return DagsterInstance.get()
-
-
-def resource_fields(settings: Settings) -> dict[str, Any]:
-    """The ``PrecomputeResource`` fields that carry ``settings`` to another process."""
-    return {
-        "source_url": settings.source_url,
-        "store_url": settings.store_url,
-        "batch_size": settings.batch_size,
-        "max_shards": settings.max_shards,
-        "cache_url": settings.cache_url,
-    }
 
 
 def settings_resource(settings: Settings) -> PrecomputeResource:
