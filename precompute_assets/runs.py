@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
 from dagster import (
     DagsterInstance,
     Definitions,
@@ -96,6 +97,20 @@ def register_scopes(
     return added
 
 
+def add_scope_partition(instance: DagsterInstance, tool: ReportTool[Any], scope: str) -> None:
+    """Register ``scope`` as a partition of the tool unless it is one, even while another process
+    registers it too (two on-demand refreshes of a new scope)."""
+    name = scopes_partitions(tool).name
+    if instance.has_dynamic_partition(name, scope):
+        return
+    try:
+        instance.add_dynamic_partitions(name, [scope])
+    except sa.exc.IntegrityError:
+        # Dagster's SQLite storage checks, then inserts; PostgreSQL's upserts and cannot get here.
+        if not instance.has_dynamic_partition(name, scope):
+            raise
+
+
 def materialise_scope(
     defs: Definitions,
     tool: ReportTool[Any],
@@ -135,9 +150,7 @@ def refresh_scope(
     if not states:
         raise UnknownScopeError(f"unknown scope {scope!r}: the source has no such scope")
     [state] = states
-    name = scopes_partitions(tool).name
-    if not instance.has_dynamic_partition(name, scope):
-        instance.add_dynamic_partitions(name, [scope])
+    add_scope_partition(instance, tool, scope)
     request = RefreshRequest(scope, Reason.ON_DEMAND, state.utilisation, run_key(state))
     executors = ExecutorSettings.from_env()
     run_config = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import shutil
 import time
 from pathlib import Path
@@ -14,6 +15,8 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFil
 from precompute_assets.cli import main
 from precompute_assets.db import sqlite_url
 from precompute_assets.demo_source import generate_source
+from precompute_assets.registry import load_tools
+from precompute_assets.runs import add_scope_partition
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -87,6 +90,34 @@ def test_refresh_gives_a_large_scope_the_large_scope_executor(project, capsys, m
         starts = instance.all_logs(second.run_id, of_type=DagsterEventType.STEP_START)
     assert len({event.dagster_event.pid for event in starts}) == len(starts) > 1
     assert reports[0] == reports[1] and reports[0]
+
+
+def _register_scopes(barrier, scopes: list[str]) -> list[str]:
+    """In a process of its own: register each scope the moment the other processes do."""
+    instance = DagsterInstance.get()
+    tool = load_tools()["unused_fields"]
+    errors = []
+    for scope in scopes:
+        barrier.wait(timeout=60)
+        try:
+            add_scope_partition(instance, tool, scope)
+        except Exception as error:
+            errors.append(f"{scope}: {error!r}"[:200])
+    return errors
+
+
+def test_processes_registering_one_new_scope_at_once_all_succeed(project):
+    """Two on-demand refreshes of a new scope both register its partition on the instance."""
+    processes = 4
+    scopes = [f"new-{n}" for n in range(30)]
+    DagsterInstance.get()  # Dagster's SQLite storage is not safe to create from two processes
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, context.Pool(processes) as pool:
+        barrier = manager.Barrier(processes)
+        results = pool.starmap(_register_scopes, [(barrier, scopes)] * processes)
+    assert [error for errors in results for error in errors] == []
+    with DagsterInstance.get() as instance:
+        assert instance.get_dynamic_partitions("unused_fields_scopes") == scopes
 
 
 def test_refresh_without_waiting_returns_a_run_id_that_completes(project, capsys):
