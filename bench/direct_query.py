@@ -22,7 +22,8 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Connection, text
 
-from tool_plugins.unused_fields import USAGE_WINDOW_S
+# The query's parameters, as the tool fixed them for the stored report: space_id, as_of, since.
+ReportParams = dict[str, int]
 
 _AGGREGATES = (
     "SELECT v.field_id, SUM(CASE WHEN v.updated_at >= :since THEN 1 ELSE 0 END) AS recent,"
@@ -87,9 +88,8 @@ def report_sql(usage: str) -> str:
     return _REPORT.format(usage=usage)
 
 
-def run_report(source: Connection, usage: str, space_id: int, as_of: int) -> Timed:
+def run_report(source: Connection, usage: str, params: ReportParams) -> Timed:
     """Run the one-statement report and fetch every row; the clock covers both."""
-    params = {"space_id": space_id, "as_of": as_of, "since": as_of - USAGE_WINDOW_S}
     started = time.perf_counter()
     fetched = source.execute(text(report_sql(usage)), params).all()
     seconds = time.perf_counter() - started
@@ -134,10 +134,10 @@ def same_rows(direct: pd.DataFrame, framework: pd.DataFrame) -> bool:
     return direct.equals(framework)
 
 
-def report_params(summary: Mapping[str, Any]) -> tuple[int, int]:
-    """The space id and reference time a stored report was computed for (its header summary)."""
+def report_params(summary: Mapping[str, Any]) -> ReportParams:
+    """The space and reference times a stored report was computed for (its header summary)."""
     params = summary["params"]
-    return int(params["space_id"]), int(params["as_of"])
+    return {name: int(params[name]) for name in ("space_id", "as_of", "since")}
 
 
 def _optional_int(value: Any) -> int | None:

@@ -50,6 +50,7 @@ class NaivePlan(Config):
     scope: str
     space_id: int
     as_of: int
+    since: int
     first_key: int
     last_key: int
     batch_size: int = 5_000
@@ -71,7 +72,7 @@ def plan_batches(config: NaivePlan) -> Iterator[DynamicOutput[dict[str, Any]]]:
                 first,
                 min(config.last_key, first + config.batch_size - 1),
             ],
-            "params": {"space_id": config.space_id, "as_of": config.as_of},
+            "params": {"space_id": config.space_id, "as_of": config.as_of, "since": config.since},
         }
         yield DynamicOutput(task, mapping_key=f"batch_{index}")
 

@@ -235,7 +235,7 @@ def materialise(databases: Databases, executor: str, options: Options) -> dict[s
 # ------------------------------------------------------------------------------ measurements
 
 
-def stored_report(databases: Databases) -> tuple[int, int, Any]:
+def stored_report(databases: Databases) -> tuple[direct_query.ReportParams, Any]:
     """The space id and reference time of the stored report, and its rows in compared shape."""
     store = ReportStore(create_engine_for(databases.store_url))
     try:
@@ -245,19 +245,18 @@ def stored_report(databases: Databases) -> tuple[int, int, Any]:
     if stored is None:
         raise LookupError(f"no {TOOL} report stored for {SCOPE}")
     header, rows = stored
-    space_id, as_of = direct_query.report_params(header.summary)
-    return space_id, as_of, direct_query.framework_rows(rows)
+    return direct_query.report_params(header.summary), direct_query.framework_rows(rows)
 
 
 def time_direct(databases: Databases, usages: dict[str, str]) -> dict[str, dict[str, Any]]:
     """Each formulation once, checked against the framework's latest stored report."""
-    space_id, as_of, expected = stored_report(databases)
+    params, expected = stored_report(databases)
     engine = create_engine_for(databases.source_url, must_exist=True)
     results = {}
     try:
         with engine.connect() as source:
             for name, usage in usages.items():
-                timed = direct_query.run_report(source, usage, space_id, as_of)
+                timed = direct_query.run_report(source, usage, params)
                 results[name] = {
                     "seconds": timed.seconds,
                     "rows": len(timed.rows),
@@ -325,18 +324,17 @@ def spread(seconds: list[float]) -> dict[str, Any]:
 
 def time_naive(databases: Databases, options: Options, caps: list[int]) -> dict[str, Any]:
     """The naive job at each cap of mapped steps, extrapolated along the line through them."""
-    space_id, as_of, _ = stored_report(databases)
+    params, _ = stored_report(databases)
     plan = {
         "source_url": databases.source_url,
         "scope": SCOPE,
-        "space_id": space_id,
-        "as_of": as_of,
+        **params,
         "first_key": 1,
         "last_key": databases.items,
         "batch_size": options.batch_size,
         "tmp_dir": options.tmp_dir,
     }
-    _check_single_space_range(databases, space_id)
+    _check_single_space_range(databases, params["space_id"])
     runs = [run_child("naive.py", {**plan, "max_steps": cap}) for cap in caps]
     (low, high), batches = (runs[0], runs[-1]), runs[-1]["batches"]
     per_step = (high["seconds"] - low["seconds"]) / (high["mapped_steps"] - low["mapped_steps"])

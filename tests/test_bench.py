@@ -1,0 +1,40 @@
+"""``bench/run.py`` end to end at a small scale, so that the benchmark keeps working as the tools
+change: it must finish, find a direct query returning the framework's very report, and print
+every figure the README's table is generated from (``bench/readme_table.render``). Its timings
+are not judged here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+SMALL = [
+    "--items", "20000", "--small-items", "5000", "--repeats", "1", "--naive-steps", "2", "4",
+    "--reads", "50", "--sensor-scopes", "50", "--sensor-ticks", "1",
+]  # fmt: skip
+
+
+def test_the_benchmark_runs_and_checks_the_direct_query_against_the_framework(tmp_path):
+    out = tmp_path / "results.json"
+    command = [sys.executable, "bench/run.py", *SMALL, "--folder", str(tmp_path), "--out", str(out)]
+    finished = subprocess.run(
+        command, cwd=PROJECT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert finished.returncode == 0, finished.stderr[-5000:]
+    figures = json.loads(out.read_text())
+    assert figures["direct"]["same_rows_as_framework"] is True
+    assert set(figures["ratios"]) >= {
+        "framework_over_direct",
+        "naive_over_framework",
+        "per_entity_1m_over_100k",
+        "rss_1m_over_100k",
+    }
+    sys.path.insert(0, str(PROJECT / "bench"))
+    from readme_table import render
+
+    table = render([figures])
+    assert "20,000 work items" in table
+    assert f"{figures['reads']['store_read']['p99_ms']:.2f} ms" in table
