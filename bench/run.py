@@ -42,7 +42,7 @@ import sqlalchemy as sa
 from read_latency import measure_reads
 from sqlalchemy.engine import make_url
 
-from precompute_assets.db import create_engine_for, sqlite_url
+from precompute_assets.db import create_databases, create_engine_for, sqlite_url
 from precompute_assets.demo_source import DemoScale, generate_source, single_space_scale
 from precompute_assets.demo_source.generate import GENERATOR_VERSION
 from precompute_assets.reader import ReportReader
@@ -116,7 +116,7 @@ def databases_for(url: str | None, folder: Path, items: int) -> Databases:
             sqlite_url(folder / f"source-{items}.db"),
             sqlite_url(folder / f"reports-{items}.db"),
         )
-    ensure_database(url)
+    create_databases(make_url(url), [make_url(url).database])
     schema = f"pc_bench_{items}"
     engine = sa.create_engine(url)
     try:
@@ -127,21 +127,6 @@ def databases_for(url: str | None, folder: Path, items: int) -> Databases:
     scoped = make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
     scoped_url = scoped.render_as_string(hide_password=False)
     return Databases(items, scoped_url, scoped_url)
-
-
-def ensure_database(url: str) -> None:
-    """Create the URL's PostgreSQL database, connecting to the server's ``postgres`` database."""
-    database = make_url(url).database
-    admin = sa.create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            exists = connection.execute(
-                sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": database}
-            ).first()
-            if not exists:
-                connection.exec_driver_sql(f'CREATE DATABASE "{database}"')
-    finally:
-        admin.dispose()
 
 
 def ensure_source(databases: Databases) -> dict[str, Any]:
@@ -236,7 +221,8 @@ def materialise(databases: Databases, executor: str, options: Options) -> dict[s
 
 
 def stored_report(databases: Databases) -> tuple[direct_query.ReportParams, Any]:
-    """The space id and reference time of the stored report, and its rows in compared shape."""
+    """The parameters (space, reference times) of the stored report, and its rows in compared
+    shape."""
     store = ReportStore(create_engine_for(databases.store_url))
     try:
         stored = store.read(TOOL, SCOPE)

@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from dagster import DagsterInstance
 
 from precompute_assets.cache import cache_from_url, check_cache_reachable
+from precompute_assets.db import create_databases
 from precompute_assets.demo_source import DemoScale, generate_source
 from precompute_assets.processes import (
     Server,
@@ -124,19 +125,6 @@ def check_broker_reachable() -> None:
         raise SystemExit(
             f"no celery broker at {BROKER[0]}:{BROKER[1]} ({error}): start RabbitMQ (guest/guest)"
         ) from None
-
-
-def create_databases(server: sa.URL, names: list[str]) -> None:
-    """Create each database that does not exist yet; an existing one is used as it is."""
-    admin = sa.create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            known = set(connection.exec_driver_sql("SELECT datname FROM pg_database").scalars())
-            for name in names:
-                if name not in known:
-                    connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    finally:
-        admin.dispose()
 
 
 def start(config: StackConfig, env: Mapping[str, str]) -> list[Server]:

@@ -32,6 +32,20 @@ def sqlite_url(path: str | Path) -> str:
     return f"sqlite:///{Path(path).resolve()}"
 
 
+def create_databases(server: URL, names: list[str]) -> None:
+    """Create each PostgreSQL database of ``server`` that does not exist yet; an existing one is
+    used as it is."""
+    admin = sa.create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            known = set(connection.exec_driver_sql("SELECT datname FROM pg_database").scalars())
+            for name in names:
+                if name not in known:
+                    connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    finally:
+        admin.dispose()
+
+
 def create_engine_for(url: str | URL, *, must_exist: bool = False) -> Engine:
     """An engine for ``url``; SQLite files are created with their folder, in WAL mode.
 
