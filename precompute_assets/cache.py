@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlparse
 
-from precompute_assets.db import DatabaseUnavailableError
+from precompute_assets.db import DatabaseUnavailableError, safe_url
 
 DEFAULT_TTL_S = 7 * 86_400
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
@@ -106,7 +106,9 @@ def cache_from_url(url: str) -> ContributionCache:
         "memcached": MemcachedCache,
     }
     if scheme not in caches:
-        raise ValueError(f"cache URL {url!r}: use redis://host:port/db or memcached://host:port")
+        raise ValueError(
+            f"cache URL {safe_url(url)!r}: use redis://host:port/db or memcached://host:port"
+        )
     return caches[scheme](url)
 
 
@@ -114,7 +116,9 @@ def check_cache_reachable(cache: ContributionCache) -> ContributionCache:
     try:
         cache.evictions()
     except Exception as error:  # each client raises its own connection errors
-        raise DatabaseUnavailableError(f"cannot reach cache {cache.url}: {error}") from error
+        raise DatabaseUnavailableError(
+            f"cannot reach cache {safe_url(cache.url)}: {safe_url(str(error))}"
+        ) from None
     return cache
 
 

@@ -91,6 +91,7 @@ from precompute_assets.plan import JobPlan, plan_shards
 from precompute_assets.reader import UnknownScopeError
 from precompute_assets.settings import Settings
 from precompute_assets.text import format_table
+from precompute_assets.window import reference_params
 
 PROPERTIES: tuple[str, ...] = (
     "deterministic",
@@ -167,8 +168,8 @@ def check_tool(
     source: Engine,
     scope: str | None = None,
     *,
-    batch_size: int = Settings.batch_size,
-    max_shards: int = Settings.max_shards,
+    batch_size: int = Settings.model_fields["batch_size"].default,
+    max_shards: int = Settings.model_fields["max_shards"].default,
     threads: int = THREADS,
     seed: int = 0,
 ) -> CheckResult:
@@ -254,14 +255,20 @@ def _scope_and_extent(
     if not extents:
         raise UnknownScopeError(f"tool {tool.name!r} finds no scope in the source to check")
     largest = max(extents, key=lambda name: extents[name].entity_count)
-    return largest, extents[largest], f"the largest of the first {len(candidates)} scopes"
+    chosen = _with_reference(tool, extents[largest])
+    return largest, chosen, f"the largest of the first {len(candidates)} scopes"
 
 
 def _initialise(tool: ReportTool[Any], connection: Connection, scope: str) -> Extent:
     try:
-        return tool.initialise(connection, scope)
+        return _with_reference(tool, tool.initialise(connection, scope))
     except ScopeNotFoundError as error:
         raise UnknownScopeError(f"unknown scope {scope!r} for {tool.name}: {error}") from None
+
+
+def _with_reference(tool: ReportTool[Any], extent: Extent) -> Extent:
+    """The extent with the reference times a job gives its batches."""
+    return replace(extent, params={**extent.params, **reference_params(tool, time.time())})
 
 
 def _batch_size_for(extent: Extent, batch_size: int) -> int:

@@ -1,17 +1,33 @@
-"""Asset checks on every tool's report: complete when written, fresh while it is read."""
+"""Asset checks on every tool's report: complete when written, fresh while it is read.
+
+``report_complete`` runs with every materialisation. ``report_fresh`` tells, per scope, whether
+the stored report is fresh: not missing, its source unchanged, younger than its maximum age. It
+is evaluated by ``<tool>_freshness_job``, which the refresh sensor launches whenever it sees a
+scope whose freshness differs from its last recorded evaluation, so the check's history holds
+one evaluation per change of freshness, for every scope, and always the truth of its last tick.
+A stale report is an error for a scope at or above the refresh threshold, a warning below it.
+"""
 
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetCheckExecutionContext,
+    AssetCheckKey,
     AssetCheckResult,
     AssetChecksDefinition,
     AssetCheckSeverity,
+    Config,
+    DagsterInstance,
+    JobDefinition,
     MetadataValue,
+    OpExecutionContext,
     asset_check,
+    job,
+    op,
 )
 
 from precompute_assets.contract import ReportTool
@@ -21,6 +37,8 @@ from precompute_assets.resources import PrecomputeResource
 from precompute_assets.settings import RefreshSettings
 
 FRESHNESS_CHECK = "report_fresh"
+# Recorded check statuses that say what the last evaluation found.
+_RECORDED = {"SUCCEEDED": True, "FAILED": False}
 
 
 def build_completeness_check(tool: ReportTool[Any]) -> AssetChecksDefinition:
@@ -62,32 +80,127 @@ def build_completeness_check(tool: ReportTool[Any]) -> AssetChecksDefinition:
 
 
 def build_freshness_check(tool: ReportTool[Any]) -> AssetChecksDefinition:
-    """Warns when a scope at or above the refresh threshold has a stale report.
-
-    The refresh sensor reports this check for every high scope whose freshness changes; running
-    it by hand evaluates one scope now.
-    """
+    """The scope's report is fresh now; run by hand, it evaluates one scope."""
 
     def report_fresh(
         context: AssetCheckExecutionContext, precompute: PrecomputeResource
     ) -> AssetCheckResult:
         settings = RefreshSettings.from_env()
-        scope = context.partition_key
-        states = scope_states(tool, precompute.source_engine(), precompute.store(), [scope])
         now = time.time()
+        scope = context.partition_key
+        states = scope_states(tool, precompute.source_engine(), precompute.store(), [scope], now)
         if not states:
             return AssetCheckResult(passed=False, metadata={"problem": "scope not in the source"})
-        [state] = states
-        stale = is_high(state, settings) and is_stale(state, settings, now)
-        return AssetCheckResult(
-            passed=not stale,
-            severity=AssetCheckSeverity.WARN,
-            metadata=freshness_metadata(state, now),
-        )
+        passed, severity, metadata = freshness_evaluation(states[0], settings, now)
+        return AssetCheckResult(passed=passed, severity=severity, metadata=metadata)
 
     return _per_scope_check(
-        tool, report_fresh, "A scope above the utilisation threshold has a fresh report."
+        tool,
+        report_fresh,
+        "The report is fresh: present, its source unchanged, younger than its maximum age.",
     )
+
+
+def freshness_evaluation(
+    state: ScopeState, settings: RefreshSettings, now: float
+) -> tuple[bool, AssetCheckSeverity, dict[str, Any]]:
+    """Whether the scope's report is fresh, how serious it is if not, and why."""
+    high = is_high(state, settings)
+    metadata = {
+        "utilisation": state.utilisation,
+        "above_threshold": high,
+        "report_age_s": -1.0 if state.header is None else round(state.age_s(now), 1),
+        "report_missing": state.header is None,
+        "source_changed": state.source_changed,
+        "window_moved": state.window_moved,
+    }
+    severity = AssetCheckSeverity.ERROR if high else AssetCheckSeverity.WARN
+    return not is_stale(state, settings, now), severity, metadata
+
+
+def recorded_freshness(
+    instance: DagsterInstance, tool: ReportTool[Any], scopes: Sequence[str] | None = None
+) -> dict[str, bool]:
+    """What the last recorded ``report_fresh`` evaluation of each scope said, in one query."""
+    key = AssetCheckKey(report_asset_key(tool), FRESHNESS_CHECK)
+    infos = instance.event_log_storage.get_asset_check_partition_info(
+        [key], partition_keys=None if scopes is None else list(scopes)
+    )
+    return {
+        info.partition_key: _RECORDED[info.latest_execution_status.value]
+        for info in infos
+        if info.partition_key is not None and info.latest_execution_status.value in _RECORDED
+    }
+
+
+def freshness_changes(
+    states: Iterable[ScopeState],
+    recorded: dict[str, bool],
+    settings: RefreshSettings,
+    now: float,
+) -> list[ScopeState]:
+    """The scopes whose freshness differs from their last recorded evaluation (or has none)."""
+    return [
+        state
+        for state in states
+        if recorded.get(state.scope) != (not is_stale(state, settings, now))
+    ]
+
+
+class FreshnessConfig(Config):
+    scopes: list[str]
+
+
+def freshness_job_name(tool: ReportTool[Any]) -> str:
+    return f"{tool.name}_freshness_job"
+
+
+def build_freshness_job(tool: ReportTool[Any]) -> JobDefinition:
+    """Records ``report_fresh`` for the given scopes whose freshness changed since it last was.
+
+    Each scope is judged when the run executes, so a scope refreshed meanwhile is not recorded
+    stale after the fact.
+    """
+    asset_key = report_asset_key(tool)
+
+    @op(name=f"{tool.name}_record_freshness")
+    def record_freshness(
+        context: OpExecutionContext, precompute: PrecomputeResource, config: FreshnessConfig
+    ) -> None:
+        settings = RefreshSettings.from_env()
+        now = time.time()
+        states = scope_states(
+            tool, precompute.source_engine(), precompute.store(), config.scopes, now
+        )
+        recorded = recorded_freshness(context.instance, tool, config.scopes)
+        changed = freshness_changes(states, recorded, settings, now)
+        for state in changed:
+            passed, severity, metadata = freshness_evaluation(state, settings, now)
+            context.log_event(
+                AssetCheckEvaluation(  # type: ignore[arg-type]  # log_event accepts it
+                    asset_key=asset_key,
+                    check_name=FRESHNESS_CHECK,
+                    passed=passed,
+                    severity=severity,
+                    partition=state.scope,
+                    metadata=metadata,
+                )
+            )
+        stale = sum(1 for state in changed if is_stale(state, settings, now))
+        context.log.info(
+            f"{len(changed)} of {len(config.scopes)} scopes changed freshness: "
+            f"{stale} now stale, {len(changed) - stale} now fresh"
+        )
+
+    @job(
+        name=freshness_job_name(tool),
+        description=f"Records the {FRESHNESS_CHECK} check of {tool.name} scopes that changed.",
+        tags={"precompute/tool": tool.name},
+    )
+    def freshness_job() -> None:
+        record_freshness()
+
+    return freshness_job
 
 
 def _per_scope_check(
@@ -103,12 +216,3 @@ def _per_scope_check(
             partitions_def=scopes_partitions(tool),
             description=description,
         )(check)
-
-
-def freshness_metadata(state: ScopeState, now: float) -> dict[str, Any]:
-    return {
-        "utilisation": state.utilisation,
-        "report_age_s": -1.0 if state.header is None else round(state.age_s(now), 1),
-        "source_changed": state.source_changed,
-        "report_missing": state.header is None,
-    }

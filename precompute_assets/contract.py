@@ -88,6 +88,9 @@ class ReportTool(ABC, Generic[C]):
     name: ClassVar[str]
     entity_type: ClassVar[str]
     description: ClassVar[str] = ""
+    # Days of history the report looks at, back from the UTC midnight of the job's day; the
+    # framework passes its start to every scan as ``params["since"]`` (see ``window.py``).
+    window_days: ClassVar[int | None] = None
 
     @abstractmethod
     def initialise(self, source: Connection, scope: str) -> Extent:

@@ -8,6 +8,7 @@ before it writes waits for the lock instead of failing on the upgrade.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,8 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _WRITE_OPTION = "precompute_write"
+# The password of a URL of any scheme: scheme://user:PASSWORD@host
+_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)[^@\s]*@")
 
 
 class DatabaseUnavailableError(RuntimeError):
@@ -24,8 +27,10 @@ class DatabaseUnavailableError(RuntimeError):
 
 
 def safe_url(url: str | URL) -> str:
-    """The URL as it may be printed: the password masked."""
-    return make_url(url).render_as_string(hide_password=True)
+    """The URL as it may be printed: its password masked, whatever its scheme."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    return _PASSWORD.sub(r"\1***@", str(url))
 
 
 def sqlite_url(path: str | Path) -> str:
@@ -46,21 +51,31 @@ def create_databases(server: URL, names: list[str]) -> None:
         admin.dispose()
 
 
-def create_engine_for(url: str | URL, *, must_exist: bool = False) -> Engine:
+def create_engine_for(
+    url: str | URL, *, must_exist: bool = False, read_only: bool = False
+) -> Engine:
     """An engine for ``url``; SQLite files are created with their folder, in WAL mode.
 
-    With ``must_exist`` a missing SQLite file is an error rather than a new empty database.
+    With ``must_exist`` a missing SQLite file is an error rather than a new empty database. A
+    ``read_only`` engine never writes: SQLite opens the file read-only (it must exist) and never
+    takes a lock a writer holds; PostgreSQL sessions are read-only.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(parsed, pool_pre_ping=True)
+        options = {"options": "-c default_transaction_read_only=on"} if read_only else {}
+        return sa.create_engine(parsed, pool_pre_ping=True, connect_args=options)
     if parsed.database and parsed.database != ":memory:":
         path = Path(parsed.database)
-        if must_exist and not path.exists():
+        if (must_exist or read_only) and not path.exists():
             raise DatabaseUnavailableError(
                 f"cannot reach database {safe_url(parsed)}: no such file"
             )
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if read_only:
+            parsed = parsed.set(
+                database=f"file:{path.resolve()}", query={"mode": "ro", "uri": "true"}
+            )
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
     @sa.event.listens_for(engine, "connect")
@@ -68,9 +83,12 @@ def create_engine_for(url: str | URL, *, must_exist: bool = False) -> Engine:
         # Let SQLAlchemy, not the driver, decide when transactions begin (see "begin" below).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        if read_only:
+            cursor.execute("PRAGMA query_only=ON")
+        else:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")
@@ -90,16 +108,13 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             yield connection
 
 
-def ensure_tables(engine: Engine, metadata: sa.MetaData) -> None:
-    """Create missing tables, safe when several processes start on a new database at once."""
-    try:
-        # On SQLite the write lock serialises the creators; PostgreSQL lets one of them win.
-        with write_transaction(engine) as connection:
-            metadata.create_all(connection)
-    except (sa.exc.ProgrammingError, sa.exc.IntegrityError, sa.exc.OperationalError) as error:
-        if "already exists" not in str(error) and "duplicate key" not in str(error):
-            raise
-        metadata.create_all(engine)
+def dialect_insert(connection: Connection):
+    """The INSERT construct of the connection's dialect, which knows ``ON CONFLICT``."""
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
 
 
 @contextmanager

@@ -7,7 +7,11 @@ from typing import Any
 
 from dagster import AssetSelection, Definitions, RetryPolicy, define_asset_job
 
-from precompute_assets.checks import build_completeness_check, build_freshness_check
+from precompute_assets.checks import (
+    build_completeness_check,
+    build_freshness_check,
+    build_freshness_job,
+)
 from precompute_assets.contract import ReportTool
 from precompute_assets.executors import precompute_executor
 from precompute_assets.factory import DEFAULT_RETRY_POLICY, build_report_asset, scopes_partitions
@@ -19,7 +23,11 @@ from precompute_assets.sensors import (
     build_discovery_sensor,
     build_refresh_sensor,
 )
+from precompute_assets.settings import ExecutorSettings, RefreshSettings
 from precompute_assets.step_outputs import StepOutputIOManager
+
+# Read by dagster.yaml's run monitoring: the most seconds a run of the job may take.
+MAX_RUNTIME_TAG = "dagster/max_runtime"
 
 
 def report_job_name(tool: ReportTool[Any]) -> str:
@@ -32,25 +40,41 @@ def build_definitions(
     retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
     baseline_cron: str = BASELINE_CRON,
 ) -> Definitions:
-    """Per tool: the report asset, its checks, a partitioned job, its sensors and schedule."""
+    """Per tool: the report asset, its checks, a partitioned job, its sensors and schedule.
+
+    The environment's settings are validated here, so a bad one fails the code location's load
+    with its name rather than a run later.
+    """
     tools = load_tools() if tools is None else tools
     precompute = precompute or PrecomputeResource()
+    precompute.settings()
+    runs = ExecutorSettings.from_env()
+    RefreshSettings.from_env()
     assets, checks, jobs, sensors, schedules = [], [], [], [], []
     for tool in tools.values():
         asset = build_report_asset(tool, retry_policy)
+        complete, fresh = build_completeness_check(tool), build_freshness_check(tool)
         assets.append(asset)
-        checks += [build_completeness_check(tool), build_freshness_check(tool)]
+        checks += [complete, fresh]
         job_name = report_job_name(tool)
-        sensors += [build_discovery_sensor(tool, job_name), build_refresh_sensor(tool, job_name)]
-        schedules.append(build_baseline_schedule(tool, job_name, baseline_cron))
-        jobs.append(
-            define_asset_job(
-                job_name,
-                selection=AssetSelection.assets(asset),
-                partitions_def=scopes_partitions(tool),
-                description=f"Compute the {tool.name} report of one scope.",
-            )
+        report_job = define_asset_job(
+            job_name,
+            # report_fresh is recorded by the freshness job when freshness changes, not
+            # trivially after each run.
+            selection=AssetSelection.assets(asset).without_checks()
+            | AssetSelection.checks(complete),
+            partitions_def=scopes_partitions(tool),
+            description=f"Compute the {tool.name} report of one scope.",
+            # Run monitoring stops a run past this (dagster.yaml's run_monitoring).
+            tags={MAX_RUNTIME_TAG: str(runs.max_runtime_s)},
         )
+        freshness_job = build_freshness_job(tool)
+        jobs += [report_job, freshness_job]
+        sensors += [
+            build_discovery_sensor(tool, job_name),
+            build_refresh_sensor(tool, report_job, freshness_job),
+        ]
+        schedules.append(build_baseline_schedule(tool, job_name, baseline_cron))
     return Definitions(
         assets=assets,
         asset_checks=checks,

@@ -10,7 +10,6 @@ report in one transaction.
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -36,7 +35,8 @@ from dagster import (
 from precompute_assets.contract import ReportTool
 from precompute_assets.db import DatabaseUnavailableError
 from precompute_assets.job import ShardResult, finalise_job, open_job, run_shard
-from precompute_assets.plan import JobPlan, Shard
+from precompute_assets.ledger import OPEN
+from precompute_assets.plan import JobPlan, Shard, ShardTask
 from precompute_assets.report_store import ReportHeader
 from precompute_assets.resources import PrecomputeResource
 
@@ -67,13 +67,6 @@ def retry_transient(context: OpExecutionContext, policy: RetryPolicy) -> Iterato
     except TRANSIENT_ERRORS as error:
         wait = (policy.delay or 0) * 2**context.retry_number
         raise RetryRequested(max_retries=policy.max_retries, seconds_to_wait=wait) from error
-
-
-@dataclass(frozen=True)
-class ShardTask:
-    plan: JobPlan
-    shard: Shard
-    evictions_before: int | None  # the cache tier's eviction count when the job was planned
 
 
 def report_asset_key(tool: ReportTool[Any]) -> AssetKey:
@@ -123,10 +116,13 @@ def build_report_asset(
     ) -> Output[ShardResult]:
         shard = task.shard
         result = run_shard(tool, task.plan, shard, precompute.source_engine(), precompute.ledger())
-        context.log.info(
-            f"shard {shard.index}: scanned {result.batches_scanned} batches, skipped "
-            f"{result.batches_skipped} already in the ledger, in {result.seconds:.2f}s"
+        done = (
+            f"scanned {result.batches_scanned} batches, skipped {result.batches_skipped} "
+            f"already in the ledger, in {result.seconds:.2f}s"
+            if result.job_status == OPEN
+            else f"job {task.plan.generation} is {result.job_status}, scanned nothing"
         )
+        context.log.info(f"shard {shard.index}: {done}")
         return Output(
             result,
             metadata={
@@ -138,13 +134,14 @@ def build_report_asset(
             },
         )
 
-    @op(name=f"{tool.name}_finalise")
+    # Not required: a run whose job another run committed materialises nothing.
+    @op(name=f"{tool.name}_finalise", out=Out(is_required=False))
     def finalise(
         context: OpExecutionContext,
         precompute: PrecomputeResource,
         tasks: list[ShardTask],
         shard_results: list[ShardResult],
-    ) -> Output[dict[str, Any]]:
+    ) -> Iterator[Output[dict[str, Any]]]:
         ledger = precompute.ledger()
         plan = tasks[0].plan
         with retry_transient(context, retry_policy):
@@ -157,6 +154,12 @@ def build_report_asset(
                 shard_count=len(shard_results),
                 run_id=context.run_id,
             )
+        if report is None:
+            context.log.info(
+                f"job {plan.generation} of {tool.name}/{plan.scope} is {ledger.status(plan)}: "
+                "another run committed its report or a newer job replaced it; nothing committed"
+            )
+            return
         header = report.header
         context.log.info(
             f"committed {tool.name}/{plan.scope}: {header.row_count} rows, "
@@ -167,7 +170,7 @@ def build_report_asset(
         evictions = ledger.evictions()
         if evictions is not None and tasks[0].evictions_before is not None:
             metadata["cache_evictions"] = evictions - tasks[0].evictions_before
-        return Output(
+        yield Output(
             {"scope": plan.scope, "rows": header.row_count, "unused": header.unused_count},
             metadata=metadata,
         )
@@ -200,6 +203,7 @@ def _materialisation_metadata(
         "duration_s": header.duration_s,
         "generation": header.generation,
         "watermark": header.watermark,
+        "source_anomalies": MetadataValue.json(header.summary.get("source_anomalies", {})),
         "unused_preview": MetadataValue.md(
             rows.loc[rows["unused"], ["entity_id", "usage_count", "last_used"]]
             .head(20)

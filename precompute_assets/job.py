@@ -15,9 +15,10 @@ from sqlalchemy import Connection, Engine
 
 from precompute_assets.contract import Batch, ReportTool, ScopeNotFoundError, validate_report
 from precompute_assets.db import connect
-from precompute_assets.ledger import Ledger
+from precompute_assets.ledger import OPEN, Ledger
 from precompute_assets.plan import JobPlan, Shard
 from precompute_assets.report_store import ReportHeader, ReportStore
+from precompute_assets.window import reference_params
 
 
 class ScanError(RuntimeError):
@@ -30,6 +31,7 @@ class ShardResult:
     batches_scanned: int
     batches_skipped: int
     seconds: float
+    job_status: str = OPEN  # anything else: the shard found its job closed and scanned nothing
 
 
 @dataclass(frozen=True)
@@ -39,11 +41,22 @@ class FinalisedReport:
     rescanned: list[int]  # planned batches whose contribution the ledger had lost or never got
 
 
-def open_job(tool: ReportTool[Any], scope: str, source: Engine, ledger: Ledger, batch_size: int):
-    """Initialise: bound the job in the source, then open or resume it in the ledger."""
+def open_job(
+    tool: ReportTool[Any],
+    scope: str,
+    source: Engine,
+    ledger: Ledger,
+    batch_size: int,
+    now: float | None = None,
+) -> JobPlan:
+    """Initialise: bound the job in the source, then open or resume it in the ledger.
+
+    A new job's params gain its reference times (``window.reference_params``).
+    """
+    now = time.time() if now is None else now
     with connect(source) as connection:
         extent = tool.initialise(connection, scope)
-    return ledger.open_job(tool.name, scope, extent, batch_size)
+    return ledger.open_job(tool.name, scope, extent, batch_size, reference_params(tool, now))
 
 
 def scan_and_record(
@@ -66,10 +79,14 @@ def run_shard(
 ) -> ShardResult:
     """Scan the shard's batches in order, skipping those already in the ledger.
 
-    One source connection serves the whole shard: opening one per batch costs more than a
-    small batch's query.
+    A shard whose job another run has closed (or a newer job replaced) scans nothing. One source
+    connection serves the whole shard: opening one per batch costs more than a small batch's
+    query.
     """
     started = time.perf_counter()
+    status = ledger.status(plan)
+    if status != OPEN:
+        return ShardResult(shard.index, 0, 0, round(time.perf_counter() - started, 4), status)
     recorded = ledger.recorded(plan, shard.batch_indices)
     todo = [index for index in shard.batch_indices if index not in recorded]
     with connect(source) as connection:
@@ -88,9 +105,15 @@ def finalise_job(
     *,
     shard_count: int,
     run_id: str | None = None,
-) -> FinalisedReport:
-    """Fold exactly the planned batches (rescanning lost ones), commit, close the job."""
+) -> FinalisedReport | None:
+    """Fold exactly the planned batches (rescanning lost ones), commit, close the job.
+
+    None when the job is no longer open: another run sharing it committed its report, or a newer
+    job replaced it. Then nothing is rescanned and nothing committed.
+    """
     contributions = ledger.contributions(plan)
+    if contributions is None:
+        return None
     missing = [index for index in range(plan.batch_count) if index not in contributions]
     with connect(source) as connection:
         if plan.scope not in tool.watermark(connection, [plan.scope]):
@@ -98,6 +121,9 @@ def finalise_job(
                 f"scope {plan.scope!r} was deleted from the source during the {tool.name} job; "
                 "its report was not committed"
             )
+        # A cache tier's entries go as another run closes the job: missing, or closed?
+        if missing and ledger.status(plan) != OPEN:
+            return None
         for index in missing:
             contributions[index] = scan_and_record(
                 tool, connection, ledger, plan, plan.batch(index)
@@ -129,8 +155,25 @@ def finalise_job(
             "batches_folded": plan.batch_count,
             "batches_rescanned_at_finalise": len(missing),
             "resumed": plan.resumed,
+            "source_anomalies": source_anomalies(rows),
         },
     )
     store.commit(header, rows)
     ledger.close_job(plan)
     return FinalisedReport(header, rows, missing)
+
+
+def source_anomalies(rows: pd.DataFrame, examples: int = 5) -> dict[str, Any]:
+    """What the tool found odd in the source (``detail["anomalies"]`` of its rows): the count of
+    each kind over the report, and the first few entities with any."""
+    counts: dict[str, int] = {}
+    listed: list[dict[str, Any]] = []
+    for entity_id, detail in zip(rows["entity_id"], rows["detail"], strict=True):
+        found = detail.get("anomalies") if isinstance(detail, dict) else None
+        if not found:
+            continue
+        for kind, count in found.items():
+            counts[kind] = counts.get(kind, 0) + int(count)
+        if len(listed) < examples:
+            listed.append({"entity_id": entity_id, **found})
+    return {"counts": dict(sorted(counts.items())), "examples": listed}

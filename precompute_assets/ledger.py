@@ -5,7 +5,9 @@ over distinct batches whatever ran twice or in which order. A job that crashed i
 next run with the same plan, and the batches already in the ledger are not scanned again.
 
 Contributions live in the SQL table below, or, with a cache tier (``cache.py``), in Redis or
-memcached; the jobs always live in SQL.
+memcached; the jobs always live in SQL. Opening a job locks its scope's row in
+``precompute_scope_locks``, so concurrent runs of one scope share one job on PostgreSQL as on
+SQLite (whose writers are serialised anyway).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,36 +24,11 @@ from sqlalchemy import Connection, Engine
 
 from precompute_assets.cache import ContributionCache, contribution_key
 from precompute_assets.contract import Extent
-from precompute_assets.db import ensure_tables, write_transaction
+from precompute_assets.db import dialect_insert, snapshot_transaction, write_transaction
 from precompute_assets.plan import JobPlan, plan_fingerprint
+from precompute_assets.store_schema import batches, create_store_schema, jobs, scope_locks
 
-metadata = sa.MetaData()
-
-jobs = sa.Table(
-    "precompute_jobs",
-    metadata,
-    sa.Column("tool", sa.String(100), primary_key=True),
-    sa.Column("scope", sa.String(200), primary_key=True),
-    sa.Column("generation", sa.Integer, primary_key=True),
-    sa.Column("job_id", sa.String(32), nullable=False),
-    sa.Column("fingerprint", sa.String(64), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),  # open, closed or superseded
-    sa.Column("extent", sa.Text, nullable=False),
-    sa.Column("batch_size", sa.Integer, nullable=False),
-    sa.Column("opened_at", sa.Float, nullable=False),
-    sa.Column("closed_at", sa.Float),
-)
-
-batches = sa.Table(
-    "precompute_batches",
-    metadata,
-    sa.Column("tool", sa.String(100), primary_key=True),
-    sa.Column("scope", sa.String(200), primary_key=True),
-    sa.Column("generation", sa.Integer, primary_key=True),
-    sa.Column("batch", sa.Integer, primary_key=True),
-    sa.Column("contribution", sa.Text, nullable=False),
-    sa.Column("scanned_at", sa.Float, nullable=False),
-)
+OPEN = "open"
 
 
 def encode(contribution: Any) -> str:
@@ -67,32 +45,44 @@ class Ledger:
     def __init__(self, engine: Engine, cache: ContributionCache | None = None) -> None:
         self.engine = engine
         self.cache = cache
-        ensure_tables(engine, metadata)
+        create_store_schema(engine)
 
-    def open_job(self, tool: str, scope: str, extent: Extent, batch_size: int) -> JobPlan:
-        """Resume the open job with the same plan, or start a new generation and drop older ones."""
+    def open_job(
+        self,
+        tool: str,
+        scope: str,
+        extent: Extent,
+        batch_size: int,
+        reference: Mapping[str, Any] | None = None,
+    ) -> JobPlan:
+        """Resume the open job with the same plan, or start a new generation and drop older ones.
+
+        ``reference`` (the job's reference times) joins the extent's params of a new job; a
+        resumed job keeps the ones it was opened with.
+        """
         fingerprint = plan_fingerprint(extent, batch_size)
         key = (jobs.c.tool == tool) & (jobs.c.scope == scope)
         with write_transaction(self.engine) as connection:
+            _lock_scope(connection, tool, scope)
             latest = connection.execute(
                 sa.select(jobs).where(key).order_by(jobs.c.generation.desc()).limit(1)
             ).first()
-            if latest is not None and latest.status == "open" and latest.fingerprint == fingerprint:
-                stored = json.loads(latest.extent)
+            if latest is not None and latest.status == OPEN and latest.fingerprint == fingerprint:
                 return JobPlan(
                     tool,
                     scope,
                     latest.generation,
-                    Extent(**stored),
+                    Extent(**json.loads(latest.extent)),
                     batch_size,
                     resumed=True,
                     started_at=time.time(),
                     job_id=latest.job_id,
                 )
+            extent = replace(extent, params={**extent.params, **(reference or {})})
             generation = 1 if latest is None else latest.generation + 1
             job_id = uuid.uuid4().hex
             connection.execute(
-                jobs.update().where(key & (jobs.c.status == "open")).values(status="superseded")
+                jobs.update().where(key & (jobs.c.status == OPEN)).values(status="superseded")
             )
             connection.execute(
                 batches.delete().where((batches.c.tool == tool) & (batches.c.scope == scope))
@@ -104,7 +94,7 @@ class Ledger:
                     generation=generation,
                     job_id=job_id,
                     fingerprint=fingerprint,
-                    status="open",
+                    status=OPEN,
                     extent=json.dumps(_extent_json(extent)),
                     batch_size=batch_size,
                     opened_at=time.time(),
@@ -120,6 +110,11 @@ class Ledger:
             started_at=time.time(),
             job_id=job_id,
         )
+
+    def status(self, plan: JobPlan) -> str:
+        """``open``, ``closed`` (its report is committed) or ``superseded`` (a newer job opened)."""
+        with self.engine.connect() as connection:
+            return _status(connection, plan)
 
     def recorded(self, plan: JobPlan, indices: Iterable[int]) -> set[int]:
         """Which of ``indices`` this job has a contribution for."""
@@ -150,7 +145,7 @@ class Ledger:
             "scanned_at": time.time(),
         }
         with write_transaction(self.engine) as connection:
-            insert = _dialect_insert(connection)(batches).values(**values)
+            insert = dialect_insert(connection)(batches).values(**values)
             connection.execute(
                 insert.on_conflict_do_update(
                     index_elements=["tool", "scope", "generation", "batch"],
@@ -158,18 +153,25 @@ class Ledger:
                 )
             )
 
-    def contributions(self, plan: JobPlan) -> dict[int, Any]:
-        """Every contribution of this job's planned batches that the ledger holds, by batch."""
-        if self.cache is not None:
-            keys = {_cache_key(plan, index): index for index in range(plan.batch_count)}
-            return {keys[key]: decode(value) for key, value in self.cache.get_many(keys).items()}
-        query = sa.select(batches.c.batch, batches.c.contribution).where(_job_key(plan))
-        with self.engine.connect() as connection:
-            return {
-                row.batch: decode(row.contribution)
-                for row in connection.execute(query)
-                if row.batch < plan.batch_count
-            }
+    def contributions(self, plan: JobPlan) -> dict[int, Any] | None:
+        """Every contribution of this job's planned batches the ledger holds, by batch; None
+        once the job is no longer open (another run closed it, or a newer job replaced it).
+
+        The job's status and its SQL contributions are read from one snapshot, so a job that
+        another run closes meanwhile is seen either open with all its batches or closed.
+        """
+        with snapshot_transaction(self.engine) as connection:
+            if _status(connection, plan) != OPEN:
+                return None
+            if self.cache is None:
+                query = sa.select(batches.c.batch, batches.c.contribution).where(_job_key(plan))
+                return {
+                    row.batch: decode(row.contribution)
+                    for row in connection.execute(query)
+                    if row.batch < plan.batch_count
+                }
+        keys = {_cache_key(plan, index): index for index in range(plan.batch_count)}
+        return {keys[key]: decode(value) for key, value in self.cache.get_many(keys).items()}
 
     def close_job(self, plan: JobPlan) -> None:
         """Mark the job closed and expire its entries: only the report persists."""
@@ -192,6 +194,31 @@ class Ledger:
         return None if self.cache is None else self.cache.evictions()
 
 
+def _lock_scope(connection: Connection, tool: str, scope: str) -> None:
+    """Hold the scope's lock row until the transaction ends (creating it the first time)."""
+    connection.execute(
+        dialect_insert(connection)(scope_locks)
+        .values(tool=tool, scope=scope)
+        .on_conflict_do_nothing()
+    )
+    connection.execute(
+        sa.select(scope_locks.c.tool)
+        .where((scope_locks.c.tool == tool) & (scope_locks.c.scope == scope))
+        .with_for_update()
+    )
+
+
+def _status(connection: Connection, plan: JobPlan) -> str:
+    status = connection.execute(
+        sa.select(jobs.c.status).where(
+            (jobs.c.tool == plan.tool)
+            & (jobs.c.scope == plan.scope)
+            & (jobs.c.generation == plan.generation)
+        )
+    ).scalar()
+    return status or "superseded"
+
+
 def _cache_key(plan: JobPlan, index: int) -> str:
     return contribution_key(plan.tool, plan.scope, plan.job_id, index)
 
@@ -212,11 +239,3 @@ def _extent_json(extent: Extent) -> Mapping[str, Any]:
         "watermark": extent.watermark,
         "params": dict(extent.params),
     }
-
-
-def _dialect_insert(connection: Connection):
-    if connection.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert

@@ -74,6 +74,16 @@ class Shard:
         return range(self.first_batch, self.last_batch + 1)
 
 
+@dataclass(frozen=True)
+class ShardTask:
+    """What one mapped scan step receives: its job, its shard, and the cache tier's eviction
+    count when the job was planned (None without a cache tier)."""
+
+    plan: JobPlan
+    shard: Shard
+    evictions_before: int | None
+
+
 def plan_shards(batch_count: int, max_shards: int) -> list[Shard]:
     """Split ``batch_count`` batches into at most ``max_shards`` contiguous, even shards."""
     if max_shards < 1:

@@ -11,12 +11,13 @@ from typing import Any, Self
 import pandas as pd
 from sqlalchemy import Engine
 
-from precompute_assets.contract import ReportTool
+from precompute_assets.contract import REPORT_COLUMNS, ReportTool
 from precompute_assets.db import check_reachable, connect, create_engine_for
 from precompute_assets.registry import get_tool
 from precompute_assets.report_store import ReportHeader, ReportStore
 from precompute_assets.settings import Settings
 from precompute_assets.text import human_age
+from precompute_assets.window import window_start
 
 
 class NoReportError(LookupError):
@@ -29,17 +30,20 @@ class UnknownScopeError(LookupError):
 
 @dataclass(frozen=True)
 class Staleness:
-    """How far a stored report may be behind its source."""
+    """How far a stored report may be behind its source and its time window."""
 
     computed_at: datetime
     age_s: float
     source_watermark: str | None  # the source's watermark now; None if the scope is gone
     source_changed: bool
+    window_since: int | None  # the start of the report's time window (unix seconds), if any
+    window_moved: bool  # a report computed now would start its window later
 
     def describe(self) -> str:
         age = human_age(self.age_s)
         changed = "source changed since" if self.source_changed else "source unchanged"
-        return f"computed {self.computed_at:%Y-%m-%d %H:%M:%S} UTC ({age} ago), {changed}"
+        moved = ", time window moved since" if self.window_moved else ""
+        return f"computed {self.computed_at:%Y-%m-%d %H:%M:%S} UTC ({age} ago), {changed}{moved}"
 
 
 @dataclass(frozen=True)
@@ -49,9 +53,20 @@ class Report:
     staleness: Staleness
 
     def to_json(self) -> dict[str, Any]:
-        rows = self.rows.assign(
-            last_used=self.rows["last_used"].map(lambda t: None if pd.isna(t) else t.isoformat())
-        )
+        """The report as strict JSON values: a missing time is null, never NaN."""
+        rows = [
+            {
+                "entity_type": entity_type,
+                "entity_id": entity_id,
+                "unused": bool(unused),
+                "usage_count": int(count),
+                "last_used": None if pd.isna(used) else used.isoformat(),
+                "detail": detail,
+            }
+            for entity_type, entity_id, unused, count, used, detail in self.rows[
+                list(REPORT_COLUMNS)
+            ].itertuples(index=False)
+        ]
         return {
             "tool": self.header.tool,
             "scope": self.header.scope,
@@ -61,8 +76,10 @@ class Report:
                 "age_s": round(self.staleness.age_s, 3),
                 "source_watermark": self.staleness.source_watermark,
                 "source_changed": self.staleness.source_changed,
+                "window_since": self.staleness.window_since,
+                "window_moved": self.staleness.window_moved,
             },
-            "rows": rows.to_dict(orient="records"),
+            "rows": rows,
         }
 
 
@@ -84,10 +101,11 @@ class ReportReader:
 
     @classmethod
     def from_settings(cls, settings: Settings, tools: Mapping[str, ReportTool[Any]]) -> Self:
+        """A reader on read-only connections: it never writes, nor waits on a writer."""
         return cls(
             tools,
-            ReportStore(check_reachable(create_engine_for(settings.store_url))),
-            check_reachable(create_engine_for(settings.source_url, must_exist=True)),
+            ReportStore(check_reachable(create_engine_for(settings.store_url, read_only=True))),
+            check_reachable(create_engine_for(settings.source_url, read_only=True)),
         )
 
     def read(self, tool_name: str, scope: str, *, unused_only: bool = False) -> Report:
@@ -98,20 +116,29 @@ class ReportReader:
             if current is None:
                 raise UnknownScopeError(f"unknown scope {scope!r}: the source has no such scope")
             raise NoReportError(
-                f"no {tool.name} report for scope {scope!r} yet; compute it by materialising "
-                f"partition {scope!r} of asset {tool.name}_report in the Dagster UI "
-                f"(make ui), or run `precompute demo`"
+                f"no {tool.name} report for scope {scope!r} yet; compute it with "
+                f"`precompute refresh {tool.name} {scope}`, or materialise partition {scope!r} "
+                f"of asset {tool.name}_report in the Dagster UI"
             )
         header, rows = stored
-        computed_at = datetime.fromtimestamp(header.computed_at, UTC)
-        staleness = Staleness(
-            computed_at=computed_at,
-            age_s=max(0.0, time.time() - header.computed_at),
-            source_watermark=current,
-            source_changed=current != header.watermark,
-        )
-        return Report(header, rows, staleness)
+        return Report(header, rows, staleness(tool, header, current, time.time()))
 
     def current_watermark(self, tool: ReportTool[Any], scope: str) -> str | None:
         with connect(self.source) as source:
             return tool.watermark(source, [scope]).get(scope)
+
+
+def staleness(
+    tool: ReportTool[Any], header: ReportHeader, watermark: str | None, now: float
+) -> Staleness:
+    """A report's staleness, from the source's watermark now."""
+    since = header.summary.get("params", {}).get("since")
+    current_since = window_start(tool, now)
+    return Staleness(
+        computed_at=datetime.fromtimestamp(header.computed_at, UTC),
+        age_s=max(0.0, now - header.computed_at),
+        source_watermark=watermark,
+        source_changed=watermark != header.watermark,
+        window_since=since,
+        window_moved=current_since is not None and current_since != since,
+    )

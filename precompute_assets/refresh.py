@@ -26,6 +26,7 @@ from precompute_assets.contract import ReportTool
 from precompute_assets.db import connect
 from precompute_assets.report_store import ReportHeader, ReportStore
 from precompute_assets.settings import RefreshSettings
+from precompute_assets.window import window_start
 
 
 class Reason(StrEnum):
@@ -43,10 +44,18 @@ class ScopeState:
     utilisation: float
     watermark: str  # the source's, now
     header: ReportHeader | None
+    window_since: int | None = None  # where a report computed now would start its window
 
     @property
     def source_changed(self) -> bool:
         return self.header is not None and self.header.watermark != self.watermark
+
+    @property
+    def window_moved(self) -> bool:
+        """A report computed now would look at a later window (the tool has one)."""
+        if self.header is None or self.window_since is None:
+            return False
+        return self.header.summary.get("params", {}).get("since") != self.window_since
 
     @property
     def entity_count(self) -> int | None:
@@ -74,16 +83,22 @@ class RefreshRequest:
 
 
 def scope_states(
-    tool: ReportTool[Any], source: Engine, store: ReportStore, scopes: Sequence[str] | None = None
+    tool: ReportTool[Any],
+    source: Engine,
+    store: ReportStore,
+    scopes: Sequence[str] | None = None,
+    now: float | None = None,
 ) -> list[ScopeState]:
     """The state of every scope in the source (or of ``scopes``): three bulk queries in all."""
     with connect(source) as connection:
         known = tool.scopes(connection) if scopes is None else list(scopes)
         utilisation = tool.utilisation(connection, known)
         watermarks = tool.watermark(connection, known)
-    headers = {header.scope: header for header in store.headers(tool.name)}
+    stored = store.headers(tool.name, None if scopes is None else known)
+    headers = {header.scope: header for header in stored}
+    since = window_start(tool, time.time() if now is None else now)
     return [
-        ScopeState(scope, utilisation.get(scope, 0.0), watermarks[scope], headers.get(scope))
+        ScopeState(scope, utilisation.get(scope, 0.0), watermarks[scope], headers.get(scope), since)
         for scope in known
         if scope in watermarks
     ]

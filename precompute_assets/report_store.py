@@ -9,6 +9,8 @@ finishing late cannot overwrite a newer report.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,41 +20,12 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from precompute_assets.contract import REPORT_COLUMNS
-from precompute_assets.db import ensure_tables, snapshot_transaction, write_transaction
-
-metadata = sa.MetaData()
-
-headers = sa.Table(
-    "precompute_report_headers",
-    metadata,
-    sa.Column("tool", sa.String(100), primary_key=True),
-    sa.Column("scope", sa.String(200), primary_key=True),
-    sa.Column("generation", sa.Integer, nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("computed_at", sa.Float, nullable=False),
-    sa.Column("watermark", sa.Text, nullable=False),
-    sa.Column("entity_count", sa.BigInteger, nullable=False),
-    sa.Column("row_count", sa.Integer, nullable=False),
-    sa.Column("unused_count", sa.Integer, nullable=False),
-    sa.Column("batch_count", sa.Integer, nullable=False),
-    sa.Column("shard_count", sa.Integer, nullable=False),
-    sa.Column("duration_s", sa.Float, nullable=False),
-    sa.Column("utilisation", sa.Float),
-    sa.Column("run_id", sa.String(64)),
-    sa.Column("summary", sa.Text, nullable=False),
-)
-
-rows_table = sa.Table(
-    "precompute_report_rows",
-    metadata,
-    sa.Column("tool", sa.String(100), primary_key=True),
-    sa.Column("scope", sa.String(200), primary_key=True),
-    sa.Column("entity_type", sa.String(100), primary_key=True),
-    sa.Column("entity_id", sa.String(200), primary_key=True),
-    sa.Column("unused", sa.Boolean, nullable=False),
-    sa.Column("usage_count", sa.BigInteger, nullable=False),
-    sa.Column("last_used", sa.BigInteger),
-    sa.Column("detail", sa.Text),
+from precompute_assets.db import dialect_insert, snapshot_transaction, write_transaction
+from precompute_assets.store_schema import (
+    create_store_schema,
+    headers,
+    is_missing_table,
+    rows_table,
 )
 
 
@@ -82,23 +55,39 @@ class StaleGenerationError(RuntimeError):
 
 
 class ReportStore:
-    """Commit and read reports in SQLite or PostgreSQL."""
+    """Commit and read reports in SQLite or PostgreSQL.
+
+    Reading never writes: a store no run has written yet reads as a store without reports.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        ensure_tables(engine, metadata)
 
     def commit(self, header: ReportHeader, rows: pd.DataFrame) -> None:
-        """Replace the scope's report with ``rows`` (validated report shape) in one transaction."""
-        key = (headers.c.tool == header.tool) & (headers.c.scope == header.scope)
+        """Replace the scope's report with ``rows`` (validated report shape) in one transaction.
+
+        The header is upserted in place, and only over an older or equal generation: its row,
+        once it exists, is what concurrent writers queue on (PostgreSQL's READ COMMITTED re-reads
+        it after the wait), and a first report's insert makes a second writer wait on the key.
+        """
+        create_store_schema(self.engine)
+        record = asdict(header)
+        record["summary"] = json.dumps(header.summary, sort_keys=True)
         with write_transaction(self.engine) as connection:
-            stored = connection.execute(
-                sa.select(headers.c.generation).where(key).with_for_update()
-            ).scalar()
-            if stored is not None and stored > header.generation:
+            insert = dialect_insert(connection)(headers).values(**record)
+            replaced = connection.execute(
+                insert.on_conflict_do_update(
+                    index_elements=["tool", "scope"],
+                    set_={name: insert.excluded[name] for name in record if name not in _KEY},
+                    where=headers.c.generation <= insert.excluded.generation,
+                )
+            ).rowcount
+            if replaced != 1:
+                stored = _read_header(connection, header.tool, header.scope)
                 raise StaleGenerationError(
                     f"{header.tool}/{header.scope}: job generation {header.generation} is older "
-                    f"than the stored report's generation {stored}; not overwriting it"
+                    f"than the stored report's generation {stored and stored.generation}; "
+                    "not overwriting it"
                 )
             connection.execute(
                 rows_table.delete().where(
@@ -107,13 +96,10 @@ class ReportStore:
             )
             if len(rows):
                 connection.execute(rows_table.insert(), _row_records(header, rows))
-            connection.execute(headers.delete().where(key))
-            record = asdict(header)
-            record["summary"] = json.dumps(header.summary, sort_keys=True)
-            connection.execute(headers.insert().values(**record))
 
     def delete(self, tool: str, scope: str) -> None:
         """Remove a scope's report, header and rows together."""
+        create_store_schema(self.engine)
         with write_transaction(self.engine) as connection:
             for table in (rows_table, headers):
                 connection.execute(
@@ -121,20 +107,24 @@ class ReportStore:
                 )
 
     def header(self, tool: str, scope: str) -> ReportHeader | None:
-        with self.engine.connect() as connection:
+        with _reading(), self.engine.connect() as connection:
             return _read_header(connection, tool, scope)
+        return None
 
-    def headers(self, tool: str) -> list[ReportHeader]:
-        """Every stored header of one tool, in one query."""
-        with self.engine.connect() as connection:
-            result = connection.execute(sa.select(headers).where(headers.c.tool == tool))
-            return [_header_from_row(row) for row in result]
+    def headers(self, tool: str, scopes: list[str] | None = None) -> list[ReportHeader]:
+        """The stored headers of one tool (of ``scopes`` only, if given), in one query."""
+        query = sa.select(headers).where(headers.c.tool == tool)
+        if scopes is not None:
+            query = query.where(headers.c.scope.in_(scopes))
+        with _reading(), self.engine.connect() as connection:
+            return [_header_from_row(row) for row in connection.execute(query)]
+        return []
 
     def read(
         self, tool: str, scope: str, *, unused_only: bool = False
     ) -> tuple[ReportHeader, pd.DataFrame] | None:
         """The header and rows of one report from one snapshot, or None if there is none."""
-        with snapshot_transaction(self.engine) as connection:
+        with _reading(), snapshot_transaction(self.engine) as connection:
             header = _read_header(connection, tool, scope)
             if header is None:
                 return None
@@ -144,7 +134,21 @@ class ReportStore:
             if unused_only:
                 query = query.where(rows_table.c.unused.is_(True))
             fetched = connection.execute(query.order_by(rows_table.c.entity_id)).all()
-        return header, _rows_frame(fetched)
+            return header, _rows_frame(fetched)
+        return None
+
+
+_KEY = ("tool", "scope")
+
+
+@contextmanager
+def _reading() -> Iterator[None]:
+    """Reads of a store whose tables no writer has created yet find nothing."""
+    try:
+        yield
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError) as error:
+        if not is_missing_table(error):
+            raise
 
 
 def _read_header(connection: sa.Connection, tool: str, scope: str) -> ReportHeader | None:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from functools import cache
 from typing import Any
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
 from sqlalchemy import Engine
 
@@ -43,13 +42,22 @@ class PrecomputeResource(ConfigurableResource):
     )
 
     def settings(self) -> Settings:
-        settings = Settings.from_env()
+        """The environment's settings with this resource's fields over them, validated alike."""
         overrides = {
             name: getattr(self, name)
             for name in RESOURCE_SETTINGS
             if getattr(self, name) is not None
         }
-        return replace(settings, **overrides)
+        if not overrides:
+            return Settings.from_env()
+        return Settings.validated(
+            {**Settings.from_env().model_dump(), **overrides},
+            names={name: f"resource field precompute.{name}" for name in overrides},
+        )
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        # A bad value fails the run as it starts, before any op opens a job.
+        self.settings()
 
     def source_engine(self) -> Engine:
         return _source_engine(self.settings().source_url)
@@ -75,8 +83,9 @@ def _engine(url: str) -> Engine:
 
 @cache
 def _source_engine(url: str) -> Engine:
-    # A missing source file is a misconfiguration, not an empty source.
-    return create_engine_for(url, must_exist=True)
+    # The framework only ever reads the source; a missing file is a misconfiguration, not an
+    # empty source.
+    return create_engine_for(url, read_only=True)
 
 
 @cache

@@ -1,16 +1,15 @@
 """Sensors and schedules per tool: scope discovery, prioritised refresh, the monthly baseline."""
 
-import json
 import time
+from collections.abc import Collection
 from typing import Any
 
 from dagster import (
-    AssetCheckEvaluation,
-    AssetCheckSeverity,
     DagsterInstance,
     DagsterRunStatus,
     DefaultScheduleStatus,
     DefaultSensorStatus,
+    JobDefinition,
     RunRequest,
     RunsFilter,
     ScheduleDefinition,
@@ -22,7 +21,7 @@ from dagster import (
     sensor,
 )
 
-from precompute_assets.checks import FRESHNESS_CHECK, freshness_metadata
+from precompute_assets.checks import freshness_changes, recorded_freshness
 from precompute_assets.contract import ReportTool
 from precompute_assets.db import connect
 from precompute_assets.executors import execution_run_config, executor_for
@@ -31,8 +30,7 @@ from precompute_assets.refresh import (
     Reason,
     RefreshRequest,
     ScopeState,
-    is_high,
-    is_stale,
+    due_reason,
     plan_baseline,
     plan_refresh,
     priority_order,
@@ -49,6 +47,8 @@ IN_FLIGHT_STATUSES = [
     DagsterRunStatus.STARTED,
 ]
 BASELINE_CRON = "0 3 1 * *"  # 03:00 UTC on the first of every month
+# Above every refresh (on-demand ones are 1,000): freshness is recorded before refreshes start.
+FRESHNESS_PRIORITY = 2_000
 
 
 def refresh_tags(tool: ReportTool[Any], request: RefreshRequest) -> dict[str, str]:
@@ -82,11 +82,14 @@ def in_flight_scopes(instance: DagsterInstance, tool: ReportTool[Any], job_name:
 
 
 def registered_states(
-    instance: DagsterInstance, tool: ReportTool[Any], precompute: PrecomputeResource
+    instance: DagsterInstance,
+    tool: ReportTool[Any],
+    precompute: PrecomputeResource,
+    now: float | None = None,
 ) -> list[ScopeState]:
     """Scope states for the scopes that are both in the source and registered as partitions."""
     registered = set(instance.get_dynamic_partitions(scopes_partitions(tool).name))
-    states = scope_states(tool, precompute.source_engine(), precompute.store())
+    states = scope_states(tool, precompute.source_engine(), precompute.store(), now=now)
     return [state for state in states if state.scope in registered]
 
 
@@ -101,7 +104,7 @@ def build_discovery_sensor(tool: ReportTool[Any], job_name: str) -> SensorDefini
     @sensor(
         name=f"{tool.name}_discovery_sensor",
         job_name=job_name,
-        minimum_interval_seconds=60,
+        minimum_interval_seconds=RefreshSettings.from_env().sensor_interval_s,
         default_status=DefaultSensorStatus.STOPPED,
         description=f"Adds and removes {tool.name} scopes as the source gains and loses them.",
     )
@@ -134,19 +137,24 @@ def build_discovery_sensor(tool: ReportTool[Any], job_name: str) -> SensorDefini
     return discovery_sensor
 
 
-def build_refresh_sensor(tool: ReportTool[Any], job_name: str) -> SensorDefinition:
-    """Request the most pressing refreshes each tick, and report per-scope freshness.
+def build_refresh_sensor(
+    tool: ReportTool[Any],
+    report_job: Any,  # define_asset_job's
+    freshness_job: JobDefinition,
+) -> SensorDefinition:
+    """Request the most pressing refreshes each tick, and keep ``report_fresh`` true.
 
-    Freshness evaluations are emitted for scopes above the threshold whose stale flag changed
-    since the last tick (the cursor holds the stale set), so the event log grows with changes,
-    not with ticks.
+    When a scope's freshness differs from its last recorded ``report_fresh`` evaluation, the
+    tick also requests one run of the freshness job for those scopes (one at a time per tool).
+    A tick that requests nothing says why, with its counts.
     """
-    asset_key = report_asset_key(tool)
+    settings = RefreshSettings.from_env()
+    job_name = report_job.name
 
     @sensor(
         name=f"{tool.name}_refresh_sensor",
-        job_name=job_name,
-        minimum_interval_seconds=60,
+        jobs=[report_job, freshness_job],
+        minimum_interval_seconds=settings.sensor_interval_s,
         default_status=DefaultSensorStatus.STOPPED,
         description=f"Refreshes {tool.name} reports by utilisation, within a budget per tick.",
     )
@@ -155,33 +163,58 @@ def build_refresh_sensor(tool: ReportTool[Any], job_name: str) -> SensorDefiniti
     ) -> SensorResult:
         settings = RefreshSettings.from_env()
         now = time.time()
-        states = registered_states(context.instance, tool, precompute)
+        states = registered_states(context.instance, tool, precompute, now)
         in_flight = in_flight_scopes(context.instance, tool, job_name)
         requests = plan_refresh(states, settings, in_flight=in_flight, now=now)
-
-        high = [state for state in states if is_high(state, settings)]
-        stale = {state.scope for state in high if is_stale(state, settings, now)}
-        # On the first tick every high scope is reported; later, only those that flipped.
-        before = set(json.loads(context.cursor)["stale"]) if context.cursor else None
-        evaluations = [
-            AssetCheckEvaluation(
-                asset_key=asset_key,
-                check_name=FRESHNESS_CHECK,
-                passed=state.scope not in stale,
-                severity=AssetCheckSeverity.WARN,
-                partition=state.scope,
-                metadata=freshness_metadata(state, now),
-            )
-            for state in high
-            if before is None or (state.scope in stale) != (state.scope in before)
-        ]
-        return SensorResult(
-            run_requests=[run_request(tool, request) for request in requests],
-            asset_events=evaluations,
-            cursor=json.dumps({"stale": sorted(stale)}),
-        )
+        run_requests = [run_request(tool, request) for request in requests]
+        changed: list[ScopeState] = []
+        if not _has_run_in_flight(context.instance, freshness_job.name):
+            recorded = recorded_freshness(context.instance, tool)
+            changed = freshness_changes(states, recorded, settings, now)
+        if changed:
+            run_requests.append(freshness_request(tool, freshness_job.name, changed))
+        counts = tick_counts(states, settings, in_flight, len(requests), now)
+        if not run_requests:
+            return SensorResult(skip_reason=f"{counts}; freshness recorded for every scope")
+        context.log.info(f"{counts}; {len(changed)} scopes changed freshness")
+        return SensorResult(run_requests=run_requests)
 
     return refresh_sensor
+
+
+def freshness_request(
+    tool: ReportTool[Any], job_name: str, changed: list[ScopeState]
+) -> RunRequest:
+    """One run of the freshness job for the scopes whose freshness changed, ahead of refreshes."""
+    op_name = f"{tool.name}_record_freshness"
+    return RunRequest(
+        job_name=job_name,
+        run_config={"ops": {op_name: {"config": {"scopes": [s.scope for s in changed]}}}},
+        tags={"dagster/priority": str(FRESHNESS_PRIORITY), "precompute/tool": tool.name},
+    )
+
+
+def tick_counts(
+    states: list[ScopeState],
+    settings: RefreshSettings,
+    in_flight: Collection[str],
+    requested: int,
+    now: float,
+) -> str:
+    """What a refresh tick saw: scopes, due, due with a run in flight, due over the budget."""
+    due = [state.scope for state in states if due_reason(state, settings, now) is not None]
+    waiting = sum(1 for scope in due if scope in in_flight)
+    over = len(due) - waiting - requested
+    return (
+        f"{len(states)} scopes, {len(due)} due, {waiting} in flight, {over} over budget, "
+        f"{requested} requested"
+    )
+
+
+def _has_run_in_flight(instance: DagsterInstance, job_name: str) -> bool:
+    return bool(
+        instance.get_run_ids(RunsFilter(job_name=job_name, statuses=IN_FLIGHT_STATUSES), limit=1)
+    )
 
 
 def build_baseline_schedule(

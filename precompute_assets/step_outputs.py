@@ -4,11 +4,16 @@ Dagster's default IO manager pickles every op output into files under ``DAGSTER_
 other machines (celery workers, Kubernetes pods) cannot read them. The outputs here are small (a
 job plan, shard tasks, shard summaries), so one table in the store database, which every step
 already reaches, carries them between steps on any executor.
+
+They are stored as JSON of the plan's fields, never pickled: a row of the store is data, and
+whoever can write the store cannot make a step run code. A row that is not JSON of one of the
+known types is refused with an error naming it.
 """
 
 from __future__ import annotations
 
-import pickle
+import dataclasses
+import json
 import time
 from functools import cache
 from typing import Any
@@ -18,33 +23,33 @@ from dagster import ConfigurableIOManager, InputContext, OutputContext
 from pydantic import Field
 from sqlalchemy import Engine
 
-from precompute_assets.db import create_engine_for, ensure_tables, safe_url, write_transaction
+from precompute_assets.contract import Extent
+from precompute_assets.db import create_engine_for, safe_url, write_transaction
+from precompute_assets.job import ShardResult
+from precompute_assets.plan import JobPlan, Shard, ShardTask
 from precompute_assets.settings import DAY_S, Settings
+from precompute_assets.store_schema import create_store_schema, step_outputs
 
-metadata = sa.MetaData()
-
-step_outputs = sa.Table(
-    "precompute_step_outputs",
-    metadata,
-    sa.Column("run_id", sa.String(64), primary_key=True),
-    sa.Column("step_key", sa.String(255), primary_key=True),
-    sa.Column("output_name", sa.String(255), primary_key=True),
-    # '' for an output that is not one of a dynamic output's mapped copies.
-    sa.Column("mapping_key", sa.String(255), primary_key=True),
-    sa.Column("payload", sa.LargeBinary, nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False, index=True),
-)
 # Long enough to re-execute a failed run from failure, short enough that a fleet's daily runs do
 # not pile up: a few kilobytes per run.
 RETENTION_DAYS = 7
+# The dataclasses a step may pass to another, by the name their JSON carries.
+STEP_TYPES: dict[str, type] = {
+    cls.__name__: cls for cls in (JobPlan, Extent, Shard, ShardTask, ShardResult)
+}
+TYPE_KEY = "__type__"
 
 
 class StepOutputNotFoundError(LookupError):
     """An input whose upstream output was never stored (or was stored elsewhere)."""
 
 
+class StepOutputRefusedError(ValueError):
+    """A stored step output that is not JSON of a known type; it is not loaded."""
+
+
 class StepOutputIOManager(ConfigurableIOManager):
-    """Pickles op outputs into ``precompute_step_outputs`` in the store database.
+    """Stores op outputs as JSON in ``precompute_step_outputs`` in the store database.
 
     Rows are keyed by the run that produced the output, so a re-execution from failure reads its
     parent run's outputs exactly as Dagster's filesystem IO manager does.
@@ -59,7 +64,7 @@ class StepOutputIOManager(ConfigurableIOManager):
 
     def handle_output(self, context: OutputContext, obj: Any) -> None:
         key = _key(context)
-        payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        payload = encode_step_value(obj)
         # A retried step writes its output again: replace, never duplicate.
         now = time.time()
         with write_transaction(self._engine()) as connection:
@@ -76,19 +81,69 @@ class StepOutputIOManager(ConfigurableIOManager):
             payload = connection.execute(
                 sa.select(step_outputs.c.payload).where(_matches(key))
             ).scalar()
+        where = (
+            f"output {key['output_name']!r} of step {key['step_key']!r}"
+            f"{' [' + key['mapping_key'] + ']' if key['mapping_key'] else ''} of run "
+            f"{key['run_id']} in {safe_url(self._url())}"
+        )
         if payload is None:
-            raise StepOutputNotFoundError(
-                f"no stored output {key['output_name']!r} of step {key['step_key']!r}"
-                f"{' [' + key['mapping_key'] + ']' if key['mapping_key'] else ''} of run "
-                f"{key['run_id']} in {safe_url(self._url())}"
-            )
-        return pickle.loads(payload)
+            raise StepOutputNotFoundError(f"no stored {where}")
+        try:
+            return decode_step_value(payload)
+        except StepOutputRefusedError as error:
+            raise StepOutputRefusedError(f"refusing stored {where}: {error}") from None
 
     def _url(self) -> str:
         return self.store_url or Settings.from_env().store_url
 
     def _engine(self) -> Engine:
         return _engine(self._url())
+
+
+def encode_step_value(value: Any) -> str:
+    """JSON of ``value``: plain JSON values, and the known dataclasses field by field."""
+    return json.dumps(_to_json(value), sort_keys=True, allow_nan=False)
+
+
+def decode_step_value(payload: str | bytes) -> Any:
+    """The value ``encode_step_value`` stored; StepOutputRefusedError for anything else."""
+    try:
+        document = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        raise StepOutputRefusedError("it is not a JSON document") from None
+    return _from_json(document)
+
+
+def _to_json(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        name = type(value).__name__
+        if STEP_TYPES.get(name) is not type(value):
+            raise TypeError(f"a step output of type {name} cannot be stored as JSON")
+        fields = {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {TYPE_KEY: name, **fields}
+    if isinstance(value, dict):
+        return {str(key): _to_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_json(item) for item in value]
+    return value
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_from_json(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    fields = {key: _from_json(item) for key, item in value.items() if key != TYPE_KEY}
+    if TYPE_KEY not in value:
+        return fields
+    name = value[TYPE_KEY]
+    cls = STEP_TYPES.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise StepOutputRefusedError(f"{name!r} is not a type steps pass to each other")
+    try:
+        return cls(**fields)
+    except TypeError as error:
+        raise StepOutputRefusedError(f"its {name} fields do not fit: {error}") from None
 
 
 def _key(context: OutputContext | None) -> dict[str, str]:
@@ -109,5 +164,5 @@ def _matches(key: dict[str, str]) -> sa.ColumnElement[bool]:
 @cache
 def _engine(url: str) -> Engine:
     engine = create_engine_for(url)
-    ensure_tables(engine, metadata)
+    create_store_schema(engine)
     return engine

@@ -14,13 +14,16 @@ from sqlalchemy import Connection, text
 
 
 def unused_fields_truth(source: Connection, scope: str, params: Mapping[str, Any]) -> pd.DataFrame:
-    """The report for the reference times of the job (``as_of``, ``since``) in ``params``."""
+    """The report for the reference times of the job (``as_of``, ``since``) in ``params``.
+
+    A value without a time, or after ``as_of``, is a use but no last-used time.
+    """
     query = text(
         """
         SELECT f.id AS entity_id, f.origin,
           (SELECT COUNT(*) FROM field_values v JOIN work_items w ON w.id = v.work_item_id
             WHERE w.space_id = s.id AND v.field_id = f.id
-              AND v.updated_at >= :since AND v.updated_at <= :as_of) AS usage_count,
+              AND (v.updated_at >= :since OR v.updated_at IS NULL)) AS usage_count,
           (SELECT MAX(v.updated_at) FROM field_values v JOIN work_items w ON w.id = v.work_item_id
             WHERE w.space_id = s.id AND v.field_id = f.id AND v.updated_at <= :as_of) AS last_used,
           (SELECT COUNT(*) FROM space_screens ss
@@ -42,19 +45,22 @@ def unused_fields_truth(source: Connection, scope: str, params: Mapping[str, Any
     return _normalise(rows)
 
 
-def unused_work_types_truth(source: Connection, scope: str) -> pd.DataFrame:
+def unused_work_types_truth(
+    source: Connection, scope: str, params: Mapping[str, Any]
+) -> pd.DataFrame:
+    """The report for the job's reference time ``as_of`` in ``params``."""
     query = text(
         """
         SELECT t.id AS entity_id,
           (SELECT COUNT(*) FROM work_items w WHERE w.space_id = s.id AND w.work_type_id = t.id),
           (SELECT MAX(w.created_at) FROM work_items w
-            WHERE w.space_id = s.id AND w.work_type_id = t.id)
+            WHERE w.space_id = s.id AND w.work_type_id = t.id AND w.created_at <= :as_of)
         FROM spaces s JOIN space_work_types a ON a.space_id = s.id
         JOIN work_types t ON t.id = a.work_type_id WHERE s.key = :scope ORDER BY t.id
         """
     )
     rows = pd.DataFrame(
-        source.execute(query, {"scope": scope}).all(),
+        source.execute(query, {"scope": scope, "as_of": params["as_of"]}).all(),
         columns=["entity_id", "usage_count", "last_used"],
     )
     rows["unused"] = rows["usage_count"] == 0

@@ -68,12 +68,13 @@ def test_the_refresh_sensor_gives_large_scopes_the_large_scope_executor(
     context = build_sensor_context(instance=instance, resources={"precompute": precompute})
     result = defs.resolve_sensor_def(f"{TOOL}_refresh_sensor")(context)
 
-    chosen = {r.partition_key: _executor(r.run_config) for r in result.run_requests}
+    refreshes = [r for r in result.run_requests if r.partition_key is not None]
+    chosen = {r.partition_key: _executor(r.run_config) for r in refreshes}
     assert chosen[large] == "multiprocess"
     assert chosen[small] == "in_process"
     never_run = set(scopes[2:]) & set(chosen)
     assert never_run and {chosen[scope] for scope in never_run} == {"in_process"}
-    [request] = [r for r in result.run_requests if r.partition_key == large]
+    [request] = [r for r in refreshes if r.partition_key == large]
     start_method = request.run_config["execution"]["config"]["multiprocess"]["start_method"]
     assert "forkserver" in start_method
 

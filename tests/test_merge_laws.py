@@ -7,9 +7,15 @@ from hypothesis import strategies as st
 from tool_plugins.unused_fields import UnusedFields
 from tool_plugins.unused_work_types import UnusedWorkTypes
 
+# entity -> [uses in the window, latest use (or none), uses without a time, uses after as_of]
 contributions = st.dictionaries(
     st.integers(1, 50).map(str),
-    st.tuples(st.integers(0, 10**6), st.integers(0, 2 * 10**9)).map(list),
+    st.tuples(
+        st.integers(0, 10**6),
+        st.none() | st.integers(0, 2 * 10**9),
+        st.integers(0, 10**3),
+        st.integers(0, 10**3),
+    ).map(list),
     max_size=20,
 )
 TOOLS = [UnusedFields(), UnusedWorkTypes()]

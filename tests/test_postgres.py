@@ -26,8 +26,9 @@ def test_reports_on_postgresql_equal_ground_truth(postgres_url, tools, instance)
             header, rows = precompute.store().read("unused_fields", scope)
             truth = unused_fields_truth(source, scope, header.summary["params"])
             pd.testing.assert_frame_equal(comparable(rows), truth)
-            _, rows = precompute.store().read("unused_work_types", scope)
-            pd.testing.assert_frame_equal(comparable(rows), unused_work_types_truth(source, scope))
+            header, rows = precompute.store().read("unused_work_types", scope)
+            truth = unused_work_types_truth(source, scope, header.summary["params"])
+            pd.testing.assert_frame_equal(comparable(rows), truth)
 
     report = ReportReader.from_settings(precompute.settings(), tools).read(
         "unused_fields", scopes[0]

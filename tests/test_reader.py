@@ -17,7 +17,7 @@ from precompute_assets.settings import Settings
 
 @pytest.fixture
 def settings(precompute, tmp_path) -> Settings:
-    return Settings(tmp_path, precompute.source_url, precompute.store_url)
+    return Settings(home=tmp_path, source_url=precompute.source_url, store_url=precompute.store_url)
 
 
 @pytest.fixture
@@ -63,7 +63,13 @@ def test_the_reader_sees_the_source_move_on(defs, tools, instance, tmp_path):
     assert staleness.source_watermark != reader.read("unused_fields", "t1-s001").header.watermark
 
 
-def test_reader_errors_name_the_problem(defs, settings, tools, instance):
+@pytest.fixture
+def stored(defs, instance) -> None:
+    """A store holding one report: of unused_fields for t1-s001."""
+    assert run_partition(defs, "unused_fields", "t1-s001", instance).success
+
+
+def test_reader_errors_name_the_problem(stored, settings, tools):
     reader = ReportReader.from_settings(settings, tools)
     with pytest.raises(UnknownToolError, match=r"unknown tool 'nope'; known tools: unused_fields"):
         reader.read("nope", "t1-s001")
@@ -73,16 +79,16 @@ def test_reader_errors_name_the_problem(defs, settings, tools, instance):
         reader.read("unused_fields", "t1-s002")
 
 
-def test_an_unreachable_database_is_named_without_its_password(settings, tools, tmp_path):
+def test_an_unreachable_database_is_named_without_its_password(stored, settings, tools, tmp_path):
     down = "postgresql+psycopg2://reporter:s3cret@127.0.0.1:1/reports"
     with pytest.raises(DatabaseUnavailableError) as raised:
-        ReportReader.from_settings(Settings(tmp_path, settings.source_url, down), tools)
+        ReportReader.from_settings(settings.model_copy(update={"store_url": down}), tools)
     assert "postgresql+psycopg2://reporter:***@127.0.0.1:1/reports" in str(raised.value)
     assert "s3cret" not in str(raised.value)
 
     missing = sqlite_url(tmp_path / "no_such_source.db")
     with pytest.raises(DatabaseUnavailableError, match=r"no_such_source\.db: no such file"):
-        ReportReader.from_settings(Settings(tmp_path, missing, settings.store_url), tools)
+        ReportReader.from_settings(settings.model_copy(update={"source_url": missing}), tools)
 
 
 def test_cli_report_prints_json_and_text(defs, instance, cli_env, capsys):
@@ -108,7 +114,7 @@ def test_cli_report_prints_json_and_text(defs, instance, cli_env, capsys):
         (["report", "unused_work_types", "t1-s001"], "no unused_work_types report"),
     ],
 )
-def test_cli_errors_exit_non_zero_with_a_message(cli_env, capsys, argv, message):
+def test_cli_errors_exit_non_zero_with_a_message(stored, cli_env, capsys, argv, message):
     assert main(argv) == 1
     assert message in capsys.readouterr().err
 

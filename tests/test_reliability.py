@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -131,10 +132,17 @@ def test_an_older_job_cannot_overwrite_a_newer_report(own):
             run_shard(tool, job, shard, source, ledger)
     finalise_job(tool, newer, source, ledger, store, shard_count=2)
 
-    with pytest.raises(StaleGenerationError, match="older than the stored report's generation"):
-        finalise_job(tool, older, source, ledger, store, shard_count=2)
+    # The older job was superseded when the newer one opened: it commits nothing.
+    assert ledger.status(older) == "superseded"
+    assert finalise_job(tool, older, source, ledger, store, shard_count=2) is None
     header = store.header(TOOL, scope)
     assert (header.generation, header.watermark) == (newer.generation, newer.extent.watermark)
+
+    # A commit that got past its job's check is still fenced by the store.
+    stale = replace(header, generation=older.generation, watermark="older")
+    with pytest.raises(StaleGenerationError, match="older than the stored report's generation"):
+        store.commit(stale, store.read(TOOL, scope)[1])
+    assert store.header(TOOL, scope) == header
 
 
 def test_two_runs_of_one_scope_at_once_leave_one_complete_report(own, tmp_path, instance):

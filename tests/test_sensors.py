@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pandas as pd
@@ -17,7 +16,7 @@ from dagster import (
 )
 
 from precompute_assets.contract import REPORT_COLUMNS
-from precompute_assets.db import sqlite_url
+from precompute_assets.db import create_engine_for, sqlite_url
 from precompute_assets.definitions import build_definitions
 from precompute_assets.demo_source import DemoScale, generate_source, touch_space
 from precompute_assets.refresh import scope_states
@@ -38,6 +37,20 @@ def _tick(defs, name, instance, precompute, cursor=None):
         instance=instance, resources={"precompute": precompute}, cursor=cursor
     )
     return defs.resolve_sensor_def(name)(context)
+
+
+def _refreshes(result):
+    """The tick's refresh runs (the freshness job's run, if any, left out)."""
+    return [r for r in result.run_requests if r.partition_key is not None]
+
+
+def _freshness_scopes(result) -> list[str] | None:
+    """The scopes the tick asks the freshness job to record, or None if it asks nothing."""
+    [*requests] = [r for r in result.run_requests if r.job_name == f"{TOOL}_freshness_job"]
+    if not requests:
+        return None
+    [request] = requests
+    return request.run_config["ops"][f"{TOOL}_record_freshness"]["config"]["scopes"]
 
 
 def _states(precompute, tools):
@@ -92,9 +105,9 @@ def test_refresh_orders_by_priority_sets_tags_and_respects_the_budget(
 
     ranked = sorted(states.values(), key=lambda s: -s.utilisation)
     assert ranked[0].utilisation >= 0.7, "the demo source has scopes near their limits"
-    requested = [r.partition_key for r in result.run_requests]
+    requested = [r.partition_key for r in _refreshes(result)]
     assert requested == [s.scope for s in ranked[:2]]
-    first = result.run_requests[0]
+    first = _refreshes(result)[0]
     assert first.tags["dagster/priority"] == str(round(ranked[0].utilisation * 100))
     assert first.tags["precompute/reason"] == "missing"
     assert first.job_name in (None, f"{TOOL}_job")
@@ -106,7 +119,7 @@ def test_fresh_reports_are_left_alone_below_and_above_the_threshold(own, instanc
     for scope in scopes:
         assert run_partition(defs, TOOL, scope, instance).success
     result = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
-    assert result.run_requests == []
+    assert _refreshes(result) == []
 
 
 def test_a_moved_watermark_refreshes_a_high_scope_but_not_a_low_one(own, instance, tools):
@@ -122,12 +135,12 @@ def test_a_moved_watermark_refreshes_a_high_scope_but_not_a_low_one(own, instanc
 
     result = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
 
-    assert [(r.partition_key, r.tags["precompute/reason"]) for r in result.run_requests] == [
+    assert [(r.partition_key, r.tags["precompute/reason"]) for r in _refreshes(result)] == [
         (high, "changed")
     ]
     # The same state gives the same run key: the daemon never launches that refresh twice.
     again = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
-    assert [r.run_key for r in again.run_requests] == [r.run_key for r in result.run_requests]
+    assert [r.run_key for r in _refreshes(again)] == [r.run_key for r in _refreshes(result)]
 
 
 def test_reports_past_their_maximum_age_are_refreshed(own, instance, tools):
@@ -142,13 +155,13 @@ def test_reports_past_their_maximum_age_are_refreshed(own, instance, tools):
     _commit_fake_report(precompute, high, states[high].watermark, now - 8 * 86_400)
     _commit_fake_report(precompute, low, states[low].watermark, now - 20 * 86_400)
     result = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
-    assert [(r.partition_key, r.tags["precompute/reason"]) for r in result.run_requests] == [
+    assert [(r.partition_key, r.tags["precompute/reason"]) for r in _refreshes(result)] == [
         (high, "aged")
     ]
 
     _commit_fake_report(precompute, low, states[low].watermark, now - 31 * 86_400)
     result = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
-    assert {(r.partition_key, r.tags["precompute/reason"]) for r in result.run_requests} == {
+    assert {(r.partition_key, r.tags["precompute/reason"]) for r in _refreshes(result)} == {
         (high, "aged"),
         (low, "aged"),
     }
@@ -158,41 +171,61 @@ def test_no_request_for_a_scope_with_a_run_in_flight(own, instance, tools, monke
     precompute, defs = own
     monkeypatch.setenv("PRECOMPUTE_REFRESH_BUDGET", "1")
     _register_all(instance, precompute, tools)
-    first = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute).run_requests[0]
+    first = _refreshes(_tick(defs, f"{TOOL}_refresh_sensor", instance, precompute))[0]
     instance.create_run_for_job(
         defs.resolve_job_def(f"{TOOL}_job"),
         tags={"dagster/partition": first.partition_key},
         status=DagsterRunStatus.STARTED,
     )
-    [next_request] = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute).run_requests
+    [next_request] = _refreshes(_tick(defs, f"{TOOL}_refresh_sensor", instance, precompute))
     assert next_request.partition_key != first.partition_key
 
 
-def test_freshness_is_reported_for_high_scopes_when_it_changes(own, instance, tools):
+def _record_freshness(defs, instance, precompute, scopes):
+    """Run the freshness job for ``scopes`` as the daemon would for the sensor's request."""
+    job = defs.resolve_job_def(f"{TOOL}_freshness_job")
+    config = {"ops": {f"{TOOL}_record_freshness": {"config": {"scopes": scopes}}}}
+    result = job.execute_in_process(run_config=config, instance=instance)
+    assert result.success
+    return {e.partition: e for e in result.get_asset_check_evaluations()}
+
+
+def test_freshness_is_recorded_for_every_scope_when_it_changes(own, instance, tools):
     precompute, defs = own
     scopes = _register_all(instance, precompute, tools)
     for scope in scopes:
         assert run_partition(defs, TOOL, scope, instance).success
     states = _states(precompute, tools)
-    high = sorted(s.scope for s in states.values() if s.utilisation >= 0.7)
+    high = max(states.values(), key=lambda s: s.utilisation).scope
+    low = min(states.values(), key=lambda s: s.utilisation).scope
 
+    # Nothing recorded yet: every scope is asked for, and recorded fresh.
     first = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
-    assert sorted(e.partition for e in first.asset_events) == high
-    assert all(e.passed for e in first.asset_events)
+    assert sorted(_freshness_scopes(first)) == scopes
+    recorded = _record_freshness(defs, instance, precompute, _freshness_scopes(first))
+    assert sorted(recorded) == scopes and all(e.passed for e in recorded.values())
 
-    quiet = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute, cursor=first.cursor)
-    assert quiet.asset_events == []
-
-    touch_space(precompute.source_url, high[0])
-    moved = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute, cursor=quiet.cursor)
-    [warning] = moved.asset_events
-    assert (warning.partition, warning.passed, warning.check_name) == (
-        high[0],
-        False,
-        "report_fresh",
+    quiet = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
+    assert quiet.run_requests == []
+    assert quiet.skip_reason.skip_message == (
+        f"{len(scopes)} scopes, 0 due, 0 in flight, 0 over budget, 0 requested; "
+        "freshness recorded for every scope"
     )
-    assert warning.severity.value == "WARN"
-    assert json.loads(moved.cursor)["stale"] == [high[0]]
+
+    touch_space(precompute.source_url, high)
+    touch_space(precompute.source_url, low)
+    moved = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
+    assert sorted(_freshness_scopes(moved)) == sorted([high, low])
+    stale = _record_freshness(defs, instance, precompute, _freshness_scopes(moved))
+    assert {scope: e.passed for scope, e in stale.items()} == {high: False, low: False}
+    # A stale report is an error near the limit, a warning below the threshold.
+    assert stale[high].severity.value == "ERROR" and stale[low].severity.value == "WARN"
+    assert stale[high].metadata["source_changed"].value is True
+
+    # Once recorded, a tick asks only for the high scope's refresh, not for freshness again.
+    again = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
+    assert _freshness_scopes(again) is None
+    assert [r.partition_key for r in again.run_requests] == [high]
 
 
 def test_baseline_schedule_requests_aged_reports_of_low_scopes(own, instance, tools):
@@ -216,7 +249,7 @@ def test_removing_a_scope_from_the_source_removes_it_from_the_fleet(own, instanc
     precompute, defs = own
     scopes = _register_all(instance, precompute, tools)
     assert run_partition(defs, TOOL, scopes[0], instance).success
-    with precompute.source_engine().begin() as source:
+    with create_engine_for(precompute.source_url).begin() as source:
         source.execute(sa.text("DELETE FROM spaces WHERE key = :k"), {"k": scopes[0]})
 
     result = _tick(defs, f"{TOOL}_discovery_sensor", instance, precompute)

@@ -297,7 +297,7 @@ def test_a_launch_and_a_backfill_from_the_ui_compute_their_reports(deployment: D
                 assert report is not None, f"no unused_work_types report for {scope}"
                 header, rows = report
                 assert header.run_id == backfill_runs[scope]
-                truth = unused_work_types_truth(source, scope)
+                truth = unused_work_types_truth(source, scope, header.summary["params"])
                 assert header.row_count == len(rows) == len(truth) > 0, scope
                 pd.testing.assert_frame_equal(comparable(rows), truth)
             assert [h.scope for h in store.headers("unused_fields")] == [launched]

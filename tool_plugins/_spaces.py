@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import Connection, bindparam, text
@@ -14,6 +13,10 @@ C = TypeVar("C")
 
 # Up to this many asked-for scopes, the bulk queries look them up by key.
 FEW_SCOPES = 100
+
+# entity id -> [uses in the window, latest use at or before as_of (None: none), uses without a
+# time, uses dated after as_of]
+Usage = dict[str, list[Any]]
 
 
 class SpaceTool(ReportTool[C]):
@@ -40,40 +43,68 @@ class SpaceTool(ReportTool[C]):
         return space_watermarks(source, scopes)
 
 
-def merge_counts_and_latest(
-    a: dict[str, list[int]], b: dict[str, list[int]]
-) -> dict[str, list[int]]:
-    """Merge ``{entity: [count, latest time]}``: counts add, times take the later one."""
+def usage_from_rows(rows: Iterable[Sequence[Any]]) -> Usage:
+    """``Usage`` from rows of (entity, uses in window, latest, without a time, after as_of)."""
+    return {
+        str(entity): [int(recent), None if latest is None else int(latest), int(untimed), int(late)]
+        for entity, recent, latest, untimed, late in rows
+    }
+
+
+def merge_usage(a: Usage, b: Usage) -> Usage:
+    """Counts add; the latest time is the later one (a missing time loses)."""
     merged = dict(a)
-    for entity, (count, latest) in b.items():
-        if entity in merged:
-            known_count, known_latest = merged[entity]
-            merged[entity] = [known_count + count, max(known_latest, latest)]
-        else:
-            merged[entity] = [count, latest]
+    for entity, (recent, latest, untimed, late) in b.items():
+        if entity not in merged:
+            merged[entity] = [recent, latest, untimed, late]
+            continue
+        known_recent, known_latest, known_untimed, known_late = merged[entity]
+        times = [t for t in (known_latest, latest) if t is not None]
+        merged[entity] = [
+            known_recent + recent,
+            max(times) if times else None,
+            known_untimed + untimed,
+            known_late + late,
+        ]
     return merged
 
 
+def usage_of(usage: Usage, entity: str, uses: str) -> tuple[int, int | None, dict[str, Any]]:
+    """One entity's uses in the window, its last use, and its source anomalies for ``detail``.
+
+    A use without a time, or dated after the job's reference time (clock skew, or written while
+    the job ran), still counts as a use: the entity is in use. It is no last-used time, and is
+    listed under ``detail["anomalies"]`` (``<uses>_without_time``, ``<uses>_after_as_of``).
+    """
+    recent, latest, untimed, late = usage.get(entity, (0, None, 0, 0))
+    anomalies = {
+        name: count
+        for name, count in ((f"{uses}_without_time", untimed), (f"{uses}_after_as_of", late))
+        if count
+    }
+    return recent, latest, {"anomalies": anomalies} if anomalies else {}
+
+
 def space_extent(source: Connection, scope: str) -> Extent:
-    """The space's work-item key range, with its watermark and the job's reference time."""
+    """The space's work-item key range, with its change version as the watermark."""
     row = source.execute(
         text(
-            "SELECT s.id, s.updated_at, MIN(w.id), MAX(w.id), COUNT(w.id), MAX(w.updated_at)"
-            " FROM spaces s LEFT JOIN work_items w ON w.space_id = s.id"
-            " WHERE s.key = :scope GROUP BY s.id, s.updated_at"
+            "SELECT s.id, COALESCE(c.version, 0), MIN(w.id), MAX(w.id), COUNT(w.id)"
+            " FROM spaces s LEFT JOIN space_changes c ON c.space_id = s.id"
+            " LEFT JOIN work_items w ON w.space_id = s.id"
+            " WHERE s.key = :scope GROUP BY s.id, c.version"
         ),
         {"scope": scope},
     ).first()
     if row is None:
         raise ScopeNotFoundError(f"no space {scope!r} in the source")
-    space_id, config_at, first, last, count, items_at = row
-    params: dict[str, Any] = {"space_id": space_id, "as_of": int(time.time())}
+    space_id, version, first, last, count = row
     return Extent(
         first_key=first or 0,
         last_key=last or -1,
         entity_count=count,
-        watermark=_watermark(count, items_at, config_at),
-        params=params,
+        watermark=str(version),
+        params={"space_id": space_id},
     )
 
 
@@ -82,33 +113,25 @@ def space_keys(source: Connection) -> list[str]:
 
 
 def space_watermarks(source: Connection, scopes: Sequence[str]) -> dict[str, str]:
-    """Every asked-for space's watermark, in one query.
+    """Every asked-for space's change version, in one query.
 
-    A few spaces (a reader's one) are looked up by key, each counted on its own index range;
-    many (a sensor tick's) in one grouped pass over all spaces, cheaper than a long IN list.
+    The demo source's triggers move a space's version on every write to a table the tools read
+    (``precompute_assets.demo_source.changes``), so the version covers every input of a report.
+    A few spaces (a reader's one) are looked up by key; many (a sensor tick's) in one pass.
     """
     wanted = set(scopes)
+    query = (
+        "SELECT s.key, COALESCE(c.version, 0) FROM spaces s"
+        " LEFT JOIN space_changes c ON c.space_id = s.id"
+    )
     if len(wanted) <= FEW_SCOPES:
-        statement = text(
-            "SELECT s.key, s.updated_at,"
-            " (SELECT COUNT(*) FROM work_items w WHERE w.space_id = s.id),"
-            " (SELECT MAX(w.updated_at) FROM work_items w WHERE w.space_id = s.id)"
-            " FROM spaces s WHERE s.key IN :keys"
-        ).bindparams(bindparam("keys", expanding=True))
+        statement = text(f"{query} WHERE s.key IN :keys").bindparams(
+            bindparam("keys", expanding=True)
+        )
         result = source.execute(statement, {"keys": sorted(wanted)})
     else:
-        result = source.execute(
-            text(
-                "SELECT s.key, s.updated_at, COUNT(w.id), MAX(w.updated_at)"
-                " FROM spaces s LEFT JOIN work_items w ON w.space_id = s.id"
-                " GROUP BY s.key, s.updated_at"
-            )
-        )
-    return {
-        key: _watermark(count, items_at, config_at)
-        for key, config_at, count, items_at in result
-        if key in wanted
-    }
+        result = source.execute(text(query))
+    return {key: str(version) for key, version in result if key in wanted}
 
 
 def association_counts(source: Connection, table: str, scopes: Sequence[str]) -> dict[str, int]:
@@ -121,8 +144,3 @@ def association_counts(source: Connection, table: str, scopes: Sequence[str]) ->
         )
     )
     return {key: count for key, count in result if key in wanted}
-
-
-def _watermark(item_count: int, items_at: int | None, config_at: int | None) -> str:
-    # Counting items catches deletions, which a latest-update time alone would miss.
-    return f"{item_count}:{items_at or 0}:{config_at or 0}"

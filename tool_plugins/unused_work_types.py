@@ -1,6 +1,8 @@
 """Work types associated with a space that no work item of the space uses.
 
-Utilisation is associated work types over the 150-work-type limit.
+Utilisation is associated work types over the 150-work-type limit. A work item without a
+creation time, or created after the job's reference time, counts as a use and is listed among
+the report's source anomalies.
 """
 
 from __future__ import annotations
@@ -12,62 +14,62 @@ import pandas as pd
 from sqlalchemy import Connection, text
 
 from precompute_assets.contract import Batch
-from tool_plugins._spaces import SpaceTool, merge_counts_and_latest
+from tool_plugins._spaces import SpaceTool, Usage, merge_usage, usage_from_rows, usage_of
 
 WORK_TYPE_LIMIT = 150
 
-# work type id -> [work items, latest creation time]
-WorkTypeUsage = dict[str, list[int]]
+SCAN = text(
+    "SELECT work_type_id, COUNT(*),"
+    " MAX(CASE WHEN created_at <= :as_of THEN created_at END),"
+    " SUM(CASE WHEN created_at IS NULL THEN 1 ELSE 0 END),"
+    " SUM(CASE WHEN created_at > :as_of THEN 1 ELSE 0 END)"
+    " FROM work_items WHERE space_id = :space_id AND id BETWEEN :first AND :last"
+    " GROUP BY work_type_id"
+)
+WORK_TYPES = text(
+    "SELECT t.id, t.name FROM space_work_types a JOIN work_types t"
+    " ON t.id = a.work_type_id WHERE a.space_id = :space_id ORDER BY t.id"
+)
 
 
-class UnusedWorkTypes(SpaceTool[WorkTypeUsage]):
+class UnusedWorkTypes(SpaceTool[Usage]):
     name = "unused_work_types"
     entity_type = "work_type"
     association_table = "space_work_types"
     limit = WORK_TYPE_LIMIT
     description = "Work types of a space that no work item of the space uses."
 
-    def scan(self, source: Connection, batch: Batch) -> WorkTypeUsage:
+    def scan(self, source: Connection, batch: Batch) -> Usage:
         rows = source.execute(
-            text(
-                "SELECT work_type_id, COUNT(*), MAX(created_at) FROM work_items"
-                " WHERE space_id = :space_id AND id BETWEEN :first AND :last"
-                " GROUP BY work_type_id"
-            ),
+            SCAN,
             {
                 "space_id": batch.params["space_id"],
                 "first": batch.first_key,
                 "last": batch.last_key,
+                "as_of": batch.params["as_of"],
             },
         )
-        return {str(work_type): [int(count), int(latest)] for work_type, count, latest in rows}
+        return usage_from_rows(rows)
 
-    def merge(self, a: WorkTypeUsage, b: WorkTypeUsage) -> WorkTypeUsage:
-        return merge_counts_and_latest(a, b)
+    def merge(self, a: Usage, b: Usage) -> Usage:
+        return merge_usage(a, b)
 
-    def empty(self) -> WorkTypeUsage:
+    def empty(self) -> Usage:
         return {}
 
     def finalise(
-        self, source: Connection, scope: str, total: WorkTypeUsage, params: Mapping[str, Any]
+        self, source: Connection, scope: str, total: Usage, params: Mapping[str, Any]
     ) -> pd.DataFrame:
-        work_types = source.execute(
-            text(
-                "SELECT t.id, t.name FROM space_work_types a JOIN work_types t"
-                " ON t.id = a.work_type_id WHERE a.space_id = :space_id ORDER BY t.id"
-            ),
-            {"space_id": params["space_id"]},
-        )
         records = []
-        for work_type, name in work_types:
-            count, latest = total.get(str(work_type), (0, None))
+        for work_type, name in source.execute(WORK_TYPES, {"space_id": params["space_id"]}):
+            count, latest, anomalies = usage_of(total, str(work_type), "items")
             records.append(
                 {
                     "entity_id": str(work_type),
                     "unused": count == 0,
                     "usage_count": count,
                     "last_used": latest,
-                    "detail": {"name": name},
+                    "detail": {"name": name, **anomalies},
                 }
             )
         return pd.DataFrame.from_records(

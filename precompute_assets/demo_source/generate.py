@@ -1,7 +1,8 @@
 """A deterministic Jira-like source database, at any scale, on SQLite or PostgreSQL.
 
 Everything derives from ``DemoScale.seed``: the same scale gives byte-identical rows on every
-run and backend. The configuration (tenants, fields, screens, work types, their association
+run and backend (but for the change versions of ``space_changes``, which start at the load's
+time; see ``changes``). The configuration (tenants, fields, screens, work types, their association
 with spaces) comes from one ``numpy.random.default_rng(seed)``; each space's work items and field
 values come from their own ``default_rng([seed, space_id])``, so a space's contents do not shift
 when another space changes size. Times spread over the four years before
@@ -50,7 +51,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from precompute_assets.db import create_engine_for, safe_url, write_transaction
-from precompute_assets.demo_source import schema
+from precompute_assets.demo_source import changes, schema
 
 GENERATOR_VERSION = "1"
 REFERENCE_TIME = 1_793_491_200  # 2026-11-01T00:00:00Z
@@ -132,6 +133,11 @@ def generate_source(url: str, scale: DemoScale, *, replace: bool = True) -> Sour
                 writer.insert(table, layout.rows[table.name])
             items, values = _write_items(writer, layout, scale)
             for statement in schema.create_index_statements(engine.dialect):
+                writer.execute(statement)
+            # Versions start at the load's time in microseconds, above any earlier source's;
+            # the triggers come after the load, which they would slow down row by row.
+            writer.execute(changes.initial_versions_statement(time.time_ns() // 1_000))
+            for statement in changes.trigger_statements(engine.dialect.name):
                 writer.execute(statement)
             writer.insert(schema.source_meta, _meta_rows(scale, layout))
             writer.execute("ANALYZE")

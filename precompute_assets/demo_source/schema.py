@@ -86,6 +86,14 @@ field_values = sa.Table(
     sqlite_with_rowid=False,
 )
 
+# One change version per space, moved by triggers on every table the tools read (changes.py).
+space_changes = sa.Table(
+    "space_changes",
+    metadata,
+    _id("space_id"),
+    sa.Column("version", sa.BigInteger, nullable=False),
+)
+
 source_meta = sa.Table(
     "source_meta",
     metadata,
