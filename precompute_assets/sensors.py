@@ -60,9 +60,10 @@ def refresh_tags(tool: ReportTool[Any], request: RefreshRequest) -> dict[str, st
     }
 
 
-def run_request(tool: ReportTool[Any], request: RefreshRequest) -> RunRequest:
+def run_request(tool: ReportTool[Any], request: RefreshRequest, job_name: str) -> RunRequest:
     settings = ExecutorSettings.from_env()
     return RunRequest(
+        job_name=job_name,
         run_key=request.run_key,
         partition_key=request.scope,
         tags=refresh_tags(tool, request),
@@ -127,7 +128,7 @@ def build_discovery_sensor(tool: ReportTool[Any], job_name: str) -> SensorDefini
         ]
         context.log.info(f"{len(added)} scopes added, {len(removed)} removed")
         return SensorResult(
-            run_requests=[run_request(tool, request) for request in requests],
+            run_requests=[run_request(tool, request, job_name) for request in requests],
             dynamic_partitions_requests=[
                 *([partitions.build_add_request(added)] if added else []),
                 *([partitions.build_delete_request(removed)] if removed else []),
@@ -166,7 +167,7 @@ def build_refresh_sensor(
         states = registered_states(context.instance, tool, precompute, now)
         in_flight = in_flight_scopes(context.instance, tool, job_name)
         requests = plan_refresh(states, settings, in_flight=in_flight, now=now)
-        run_requests = [run_request(tool, request) for request in requests]
+        run_requests = [run_request(tool, request, job_name) for request in requests]
         changed: list[ScopeState] = []
         if not _has_run_in_flight(context.instance, freshness_job.name):
             recorded = recorded_freshness(context.instance, tool)
@@ -233,6 +234,6 @@ def build_baseline_schedule(
         states = registered_states(context.instance, tool, precompute)
         in_flight = in_flight_scopes(context.instance, tool, job_name)
         requests = plan_baseline(states, RefreshSettings.from_env(), in_flight=in_flight)
-        return [run_request(tool, request) for request in requests]
+        return [run_request(tool, request, job_name) for request in requests]
 
     return baseline_schedule
