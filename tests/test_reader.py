@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 from conftest import run_partition
@@ -13,6 +22,8 @@ from precompute_assets.demo_source import touch_space
 from precompute_assets.reader import NoReportError, ReportReader, UnknownScopeError
 from precompute_assets.registry import UnknownToolError
 from precompute_assets.settings import Settings
+
+PRECOMPUTE = Path(sys.executable).parent / "precompute"
 
 
 @pytest.fixture
@@ -124,3 +135,79 @@ def test_cli_names_an_unreachable_database(cli_env, monkeypatch, capsys):
     assert main(["report", "unused_fields", "t1-s001"]) == 1
     error = capsys.readouterr().err
     assert "cannot reach database postgresql+psycopg2://u:***@127.0.0.1:1/db" in error
+
+
+def _report_command(
+    settings: Settings, scope: str, prefix: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PRECOMPUTE_")},
+        "PRECOMPUTE_SOURCE_URL": settings.source_url,
+        "PRECOMPUTE_STORE_URL": settings.store_url,
+        "PRECOMPUTE_DISABLE_PLUGIN_AUTOLOAD": "1",
+    }
+    command = [*prefix, str(PRECOMPUTE), "report", "unused_fields", scope, "--json"]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_a_reader_does_not_wait_for_a_writer_holding_the_lock(stored, settings):
+    holder = sqlite3.connect(settings.store_url.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("UPDATE precompute_report_headers SET status = status")
+    try:
+        started = time.monotonic()
+        done = _report_command(settings, "t1-s001")
+        waited = time.monotonic() - started
+    finally:
+        holder.rollback()
+        holder.close()
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["scope"] == "t1-s001"
+    # The busy timeout is 30 s; a reader taking the write lock would have waited for it.
+    assert waited < 15, f"the reader waited {waited:.1f}s"
+
+
+def test_a_read_only_store_and_source_still_read_and_are_left_untouched(stored, settings):
+    """As a user who may only read them: files of another owner, mode 0444."""
+    folder = Path(tempfile.mkdtemp(prefix="precompute-read-only-"))
+    try:
+        folder.chmod(0o1777)  # like /tmp: the reader may create SQLite's shared-memory file
+        copies = {}
+        for name, url in (("store", settings.store_url), ("source", settings.source_url)):
+            with sqlite3.connect(url.removeprefix("sqlite:///")) as original:
+                original.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            copies[name] = folder / f"{name}.db"
+            shutil.copy(url.removeprefix("sqlite:///"), copies[name])
+            copies[name].chmod(0o444)
+        before = {
+            name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in copies.items()
+        }
+        read_only = settings.model_copy(
+            update={
+                "store_url": sqlite_url(copies["store"]),
+                "source_url": sqlite_url(copies["source"]),
+            }
+        )
+        done = _report_command(read_only, "t1-s001", _without_root_overrides())
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["header"]["row_count"] > 0
+        after = {
+            name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in copies.items()
+        }
+        assert after == before
+    finally:
+        shutil.rmtree(folder)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _without_root_overrides() -> tuple[str, ...]:
+    """A command prefix under which a 0444 file cannot be written, even by root."""
+    if os.geteuid() != 0:
+        return ()
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv (util-linux) to drop CAP_DAC_OVERRIDE")
+    caps = "-dac_override,-dac_read_search"
+    return ("setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}")

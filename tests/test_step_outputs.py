@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
+import pickle
 import time
 
 import pytest
 import sqlalchemy as sa
 from dagster import build_input_context, build_output_context
 
+from precompute_assets.contract import Extent
 from precompute_assets.db import sqlite_url
+from precompute_assets.plan import JobPlan, Shard, ShardTask
 from precompute_assets.step_outputs import (
     StepOutputIOManager,
     StepOutputNotFoundError,
+    StepOutputRefusedError,
     step_outputs,
 )
 
@@ -84,3 +90,51 @@ def test_a_report_output_forgets_outputs_past_retention(tmp_path):
 def _run_ids(engine: sa.Engine) -> set[str]:
     with engine.connect() as connection:
         return set(connection.execute(sa.select(step_outputs.c.run_id)).scalars())
+
+
+class _Shell:
+    """What a planted pickle would be: unpickling it runs a shell command."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _plant(store_url: str, run_id: str, payload: str) -> None:
+    with sa.create_engine(store_url).begin() as connection:
+        connection.execute(
+            step_outputs.update().where(step_outputs.c.run_id == run_id).values(payload=payload)
+        )
+
+
+def test_plans_and_shard_tasks_travel_as_json_and_come_back_equal(store_url):
+    io = StepOutputIOManager(store_url=store_url)
+    extent = Extent(1, 900, 800, "17", {"space_id": 3, "as_of": 1_793_491_200})
+    plan = JobPlan("unused_fields", "t1-s001", 2, extent, 100, False, 1.5, "a" * 32)
+    task = ShardTask(plan, Shard(1, 3, 5), None)
+    io.handle_output(_output("run-j", "shard_1"), task)
+    with sa.create_engine(store_url).connect() as connection:
+        stored = connection.execute(
+            sa.select(step_outputs.c.payload).where(step_outputs.c.run_id == "run-j")
+        ).scalar()
+    assert json.loads(stored)["plan"]["extent"]["watermark"] == "17"
+    assert io.load_input(build_input_context(upstream_output=_output("run-j", "shard_1"))) == task
+
+
+def test_a_forged_row_is_refused_with_a_clear_error_and_runs_nothing(store_url, tmp_path):
+    io = StepOutputIOManager(store_url=store_url)
+    io.handle_output(_output("run-f", "shard_0"), {"shard": 0})
+    marker = tmp_path / "planted-code-ran"
+    _plant(store_url, "run-f", pickle.dumps(_Shell(str(marker)), protocol=0).decode("latin-1"))
+
+    load = build_input_context(upstream_output=_output("run-f", "shard_0"))
+    with pytest.raises(StepOutputRefusedError, match=r"refusing stored output.*run-f.*not a JSON"):
+        io.load_input(load)
+    assert not marker.exists()
+
+    _plant(store_url, "run-f", json.dumps({"__type__": "Popen", "args": ["touch", str(marker)]}))
+    with pytest.raises(StepOutputRefusedError, match="'Popen' is not a type steps pass"):
+        io.load_input(load)
+    assert not marker.exists()
