@@ -10,8 +10,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+import sqlalchemy as sa
 
-from precompute_assets.db import DatabaseUnavailableError, connect, create_engine_for
+from precompute_assets.db import (
+    DatabaseUnavailableError,
+    connect,
+    create_engine_for,
+    missing_sqlite_file,
+    safe_url,
+)
 from precompute_assets.reader import NoReportError, Report, ReportReader, UnknownScopeError
 from precompute_assets.registry import ToolContractError, UnknownToolError, get_tool, load_tools
 from precompute_assets.settings import RefreshSettings, Settings, SettingsError
@@ -33,7 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.command(args)
     except EXPECTED_ERRORS as error:
-        print(f"precompute: error: {error}", file=sys.stderr)
+        print(f"precompute: error: {safe_url(str(error))}", file=sys.stderr)
+        return 1
+    except sa.exc.DBAPIError as error:
+        # A database that answered, then refused: its own first line says why.
+        reason = str(error.orig).strip().splitlines()[0]
+        print(f"precompute: error: the database refused: {safe_url(reason)}", file=sys.stderr)
         return 1
 
 
@@ -97,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
 def _demo(args: argparse.Namespace) -> int:
     from precompute_assets.demo import format_summary, run_demo
     from precompute_assets.demo_source import DemoScale
-    from precompute_assets.runs import project_instance
+    from precompute_assets.runs import RunFailedError, project_instance
 
     started = time.perf_counter()
     scale = DemoScale(
@@ -106,7 +118,11 @@ def _demo(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     tools = load_tools()
     instance = project_instance(Path.cwd())
-    summary = run_demo(scale, settings, instance, tools)
+    try:
+        summary = run_demo(scale, settings, instance, tools)
+    except RunFailedError as error:
+        print(f"precompute: error: {error}", file=sys.stderr)
+        return 1
     print()
     print(format_summary(summary, tools))
     print()
@@ -132,7 +148,7 @@ def _report(args: argparse.Namespace) -> int:
     reader = ReportReader.from_settings(Settings.from_env(), load_tools())
     report = reader.read(args.tool, args.scope, unused_only=args.unused_only)
     if args.json:
-        print(json.dumps(report.to_json(), indent=2, default=str))
+        print(json.dumps(report.to_json(), indent=2, allow_nan=False))
     else:
         print(_report_text(report))
     return 0
@@ -142,7 +158,10 @@ def _status(args: argparse.Namespace) -> int:
     from precompute_assets.status import fleet_status, format_status
 
     tool = get_tool(load_tools(), args.tool)
-    rows = fleet_status(tool, Settings.from_env(), RefreshSettings.from_env())
+    settings = Settings.from_env()
+    rows = fleet_status(tool, settings, RefreshSettings.from_env())
+    if missing_sqlite_file(settings.store_url):
+        print(f"precompute: no report store at {safe_url(settings.store_url)} yet", file=sys.stderr)
     if args.json:
         print(json.dumps([row.to_json() for row in rows], indent=2))
     else:

@@ -37,6 +37,14 @@ def sqlite_url(path: str | Path) -> str:
     return f"sqlite:///{Path(path).resolve()}"
 
 
+def missing_sqlite_file(url: str | URL) -> bool:
+    """Whether ``url`` is an SQLite file that does not exist (yet)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return False
+    return not Path(parsed.database).exists()
+
+
 def create_databases(server: URL, names: list[str]) -> None:
     """Create each PostgreSQL database of ``server`` that does not exist yet; an existing one is
     used as it is."""
@@ -66,7 +74,7 @@ def create_engine_for(
         return sa.create_engine(parsed, pool_pre_ping=True, connect_args=options)
     if parsed.database and parsed.database != ":memory:":
         path = Path(parsed.database)
-        if (must_exist or read_only) and not path.exists():
+        if (must_exist or read_only) and missing_sqlite_file(parsed):
             raise DatabaseUnavailableError(
                 f"cannot reach database {safe_url(parsed)}: no such file"
             )
@@ -133,8 +141,9 @@ def connect(engine: Engine) -> Iterator[Connection]:
     try:
         connection = engine.connect()
     except sa.exc.OperationalError as error:
+        reason = " ".join(str(error.orig).split())  # one line: drivers add hints on others
         raise DatabaseUnavailableError(
-            f"cannot reach database {safe_url(engine.url)}: {error.orig}"
+            f"cannot reach database {safe_url(engine.url)}: {safe_url(reason)}"
         ) from error
     with connection:
         yield connection

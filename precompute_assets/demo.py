@@ -8,14 +8,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dagster import DagsterInstance
+from dagster import DagsterEventType, DagsterInstance, ExecuteInProcessResult
 
 from precompute_assets.contract import ReportTool
 from precompute_assets.db import connect, create_engine_for
 from precompute_assets.definitions import build_definitions
 from precompute_assets.demo_source import DemoScale, generate_source
 from precompute_assets.report_store import ReportHeader, ReportStore
-from precompute_assets.runs import materialise_scope, register_scopes, settings_resource
+from precompute_assets.resources import PrecomputeResource
+from precompute_assets.runs import RunFailedError, materialise_scope, register_scopes
 from precompute_assets.settings import Settings
 from precompute_assets.text import format_table
 
@@ -40,7 +41,8 @@ def run_demo(
     summary = generate_source(settings.source_url, scale)
     progress(f"  {summary.field_values:,} field values in {summary.seconds:.1f}s at {summary.url}")
 
-    defs = build_definitions(tools, settings_resource(settings))
+    # Runs read the settings from the environment, so no URL is baked into their records.
+    defs = build_definitions(tools, PrecomputeResource())
     source = create_engine_for(settings.source_url, must_exist=True)
     with connect(source) as connection:
         scopes = {name: sorted(tool.scopes(connection)) for name, tool in tools.items()}
@@ -62,9 +64,9 @@ def run_demo(
                     f"{outcome} in {time.perf_counter() - started:.2f}s (run {result.run_id[:8]})"
                 )
                 if not result.success:
-                    raise RuntimeError(
-                        f"run {result.run_id} for {name}/{scope} failed; "
-                        "open it in the Dagster UI for the error"
+                    raise RunFailedError(
+                        f"run {result.run_id} for {name}/{scope} failed: "
+                        f"{_first_failure(result)}; open it in the Dagster UI (make ui)"
                     )
     store = ReportStore(create_engine_for(settings.store_url))
     by_tool = {name: {h.scope: h for h in store.headers(name)} for name in tools}
@@ -75,6 +77,14 @@ def run_demo(
         )
         for scope in all_scopes
     ]
+
+
+def _first_failure(result: ExecuteInProcessResult) -> str:
+    """The message of the run's first failed step, as the run page shows it."""
+    for event in result.all_events:
+        if event.event_type == DagsterEventType.STEP_FAILURE:
+            return event.step_failure_data.error.message.strip().splitlines()[0]
+    return "no step failed"
 
 
 def format_summary(rows: list[ScopeSummary], tools: Mapping[str, ReportTool[Any]]) -> str:

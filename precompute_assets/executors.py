@@ -80,11 +80,12 @@ def execution_run_config(name: str, settings: ExecutorSettings) -> dict[str, Any
     if name == "multiprocess":
         config = {"start_method": FORKSERVER}
     elif name == "celery":
+        # By the variable's name: a broker URL may hold a password, which a run's config keeps.
         config = {
-            key: value
-            for key, value in (
-                ("broker", settings.celery_broker),
-                ("backend", settings.celery_backend),
+            key: {"env": variable}
+            for key, variable, value in (
+                ("broker", "PRECOMPUTE_CELERY_BROKER", settings.celery_broker),
+                ("backend", "PRECOMPUTE_CELERY_BACKEND", settings.celery_backend),
             )
             if value
         }

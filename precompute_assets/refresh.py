@@ -85,16 +85,19 @@ class RefreshRequest:
 def scope_states(
     tool: ReportTool[Any],
     source: Engine,
-    store: ReportStore,
+    store: ReportStore | None,
     scopes: Sequence[str] | None = None,
     now: float | None = None,
 ) -> list[ScopeState]:
-    """The state of every scope in the source (or of ``scopes``): three bulk queries in all."""
+    """The state of every scope in the source (or of ``scopes``): three bulk queries in all.
+
+    Without a store, no scope has a report.
+    """
     with connect(source) as connection:
         known = tool.scopes(connection) if scopes is None else list(scopes)
         utilisation = tool.utilisation(connection, known)
         watermarks = tool.watermark(connection, known)
-    stored = store.headers(tool.name, None if scopes is None else known)
+    stored = [] if store is None else store.headers(tool.name, None if scopes is None else known)
     headers = {header.scope: header for header in stored}
     since = window_start(tool, time.time() if now is None else now)
     return [

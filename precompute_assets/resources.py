@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
 
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
@@ -68,11 +67,6 @@ class PrecomputeResource(ConfigurableResource):
 
     def store(self) -> ReportStore:
         return _store(self.settings().store_url)
-
-
-def resource_fields(settings: Settings) -> dict[str, Any]:
-    """The ``PrecomputeResource`` fields that carry ``settings`` to another process."""
-    return {name: getattr(settings, name) for name in RESOURCE_SETTINGS}
 
 
 # One pool per database and process, shared by every op that runs in it.

@@ -27,20 +27,26 @@ from dagster import (
 # execute_job cannot take a run id, and `refresh --no-wait` names the run before it exists.
 from dagster._core.execution.api import execute_run
 
+from precompute_assets.cache import cache_from_url, check_cache_reachable
 from precompute_assets.contract import ReportTool
-from precompute_assets.db import connect
+from precompute_assets.db import check_reachable, create_engine_for
 from precompute_assets.definitions import build_definitions, report_job_name
 from precompute_assets.executors import execution_run_config, executor_for
 from precompute_assets.factory import DEFAULT_RETRY_POLICY, scopes_partitions
 from precompute_assets.reader import UnknownScopeError
-from precompute_assets.refresh import Reason, RefreshRequest, run_key, scope_states
+from precompute_assets.refresh import Reason, RefreshRequest, ScopeState, run_key, scope_states
 from precompute_assets.registry import get_tool, load_tools
-from precompute_assets.resources import PrecomputeResource, resource_fields
+from precompute_assets.report_store import ReportStore
+from precompute_assets.resources import PrecomputeResource
 from precompute_assets.sensors import refresh_tags
 from precompute_assets.settings import ExecutorSettings, Settings
 
 if TYPE_CHECKING:
     from dagster._core.definitions.reconstruct import ReconstructableJob
+
+
+class RunFailedError(RuntimeError):
+    """A run of a report job failed; the message names the run, the tool and the scope."""
 
 
 def project_instance(project_dir: Path) -> DagsterInstance:
@@ -55,10 +61,6 @@ def project_instance(project_dir: Path) -> DagsterInstance:
             )
         os.environ["DAGSTER_HOME"] = str(project_dir.resolve())
     return DagsterInstance.get()
-
-
-def settings_resource(settings: Settings) -> PrecomputeResource:
-    return PrecomputeResource(**resource_fields(settings))
 
 
 def make_report_job(tool: str, max_retries: int | None = None, **precompute: Any) -> JobDefinition:
@@ -145,11 +147,7 @@ def refresh_scope(
 
     The run's executor is chosen from the scope's last plan, as the refresh sensor chooses it.
     """
-    precompute = settings_resource(settings)
-    states = scope_states(tool, precompute.source_engine(), precompute.store(), [scope])
-    if not states:
-        raise UnknownScopeError(f"unknown scope {scope!r}: the source has no such scope")
-    [state] = states
+    state = refreshable_state(tool, scope, settings)
     add_scope_partition(instance, tool, scope)
     request = RefreshRequest(scope, Reason.ON_DEMAND, state.utilisation, run_key(state))
     executors = ExecutorSettings.from_env()
@@ -157,7 +155,9 @@ def refresh_scope(
         **execution_run_config(executor_for(state.entity_count, executors), executors),
         "loggers": {"console": {"config": {"log_level": log_level}}},
     }
-    job = report_job(tool.name, **resource_fields(settings))
+    # The pointer names the tool only: step processes read where the data is from their own
+    # environment, so no URL (nor its password) lands in the run's record.
+    job = report_job(tool.name)
     run = instance.create_run_for_job(
         job.get_definition(),
         run_id=run_id,
@@ -168,11 +168,22 @@ def refresh_scope(
     return execute_run(job, run, instance)
 
 
+def refreshable_state(tool: ReportTool[Any], scope: str, settings: Settings) -> ScopeState:
+    """The scope's state, once the source, the store and any cache tier answer (errors name
+    them, passwords masked) and the source holds the scope. A missing SQLite store is created."""
+    source = check_reachable(create_engine_for(settings.source_url, read_only=True))
+    store = ReportStore(check_reachable(create_engine_for(settings.store_url)))
+    if settings.cache_url:
+        check_cache_reachable(cache_from_url(settings.cache_url))
+    states = scope_states(tool, source, store, [scope])
+    if not states:
+        raise UnknownScopeError(f"unknown scope {scope!r}: the source has no such scope")
+    return states[0]
+
+
 def refresh_in_background(tool: ReportTool[Any], scope: str, settings: Settings) -> str:
     """Start ``precompute refresh`` in a detached process and return its run id at once."""
-    with connect(PrecomputeResource(source_url=settings.source_url).source_engine()) as source:
-        if scope not in tool.watermark(source, [scope]):
-            raise UnknownScopeError(f"unknown scope {scope!r}: the source has no such scope")
+    refreshable_state(tool, scope, settings)
     run_id = str(uuid.uuid4())
     log = settings.home / "logs" / f"refresh-{run_id}.log"
     log.parent.mkdir(parents=True, exist_ok=True)

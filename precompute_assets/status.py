@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from precompute_assets.contract import ReportTool
+from precompute_assets.db import check_reachable, create_engine_for, missing_sqlite_file
 from precompute_assets.refresh import due_reason, is_high, is_stale, priority_order, scope_states
-from precompute_assets.runs import settings_resource
+from precompute_assets.report_store import ReportStore
 from precompute_assets.settings import RefreshSettings, Settings
 from precompute_assets.text import format_table, human_age
 
@@ -39,9 +40,15 @@ class ScopeStatus:
 def fleet_status(
     tool: ReportTool[Any], settings: Settings, refresh: RefreshSettings
 ) -> list[ScopeStatus]:
-    """One row per scope in the source, in the order the refresh sensor would take them."""
-    precompute = settings_resource(settings)
-    states = scope_states(tool, precompute.source_engine(), precompute.store())
+    """One row per scope in the source, in the order the refresh sensor would take them.
+
+    Reads only; a store no run has created yet holds no report.
+    """
+    source = check_reachable(create_engine_for(settings.source_url, read_only=True))
+    store = None
+    if not missing_sqlite_file(settings.store_url):
+        store = ReportStore(check_reachable(create_engine_for(settings.store_url, read_only=True)))
+    states = scope_states(tool, source, store)
     now = time.time()
     return [
         ScopeStatus(

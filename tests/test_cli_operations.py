@@ -162,3 +162,31 @@ def test_touch_moves_a_scope_source_and_status_shows_it(project, capsys):
 def test_operator_errors_exit_non_zero_naming_the_problem(project, capsys, argv, message):
     assert main(argv) == 1
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("database", ["PRECOMPUTE_STORE_URL", "PRECOMPUTE_SOURCE_URL"])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status", "unused_fields"],
+        ["refresh", "unused_fields", "t1-s001"],
+        ["refresh", "unused_fields", "t1-s001", "--no-wait"],
+        ["report", "unused_fields", "t1-s001"],
+    ],
+    ids=lambda argv: " ".join(argv[:1] + argv[3:]),
+)
+def test_an_unreachable_database_is_one_line_naming_it_masked(
+    project, capsys, monkeypatch, database, argv
+):
+    if argv[0] == "report":
+        assert main(["refresh", "unused_fields", "t1-s001"]) == 0  # a report to read
+        capsys.readouterr()
+    monkeypatch.setenv(database, "postgresql+psycopg2://reporter:pw-9@127.0.0.1:1/reports")
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    [line] = captured.err.splitlines()
+    assert line.startswith(
+        "precompute: error: cannot reach database "
+        "postgresql+psycopg2://reporter:***@127.0.0.1:1/reports: connection to server"
+    )
+    assert "pw-9" not in captured.out + captured.err
