@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -142,3 +144,46 @@ def test_shard_steps_report_their_batches(defs, precompute, instance):
     assert len(outputs) == header.shard_count
     scanned = sum(e.event_specific_data.metadata["batches_scanned"].value for e in outputs)
     assert scanned == header.batch_count
+
+
+def test_values_without_a_time_or_from_the_future_count_as_uses_and_are_listed(
+    own_source, instance, tools
+):
+    defs = build_definitions(tools, own_source)
+    path = own_source.source_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as connection:
+        edges = dict(connection.execute("SELECT key, value FROM source_meta"))
+    scope, idle = edges["edge.space"], edges["edge.unused_work_type"]
+    assert run_partition(defs, "unused_fields", scope, instance).success
+    _, rows = own_source.store().read("unused_fields", scope)
+    untimed, future = rows.loc[rows["unused"], "entity_id"].head(2)
+    with sqlite3.connect(path) as connection:
+        [item] = connection.execute(
+            "SELECT MAX(w.id) FROM spaces s JOIN work_items w ON w.space_id = s.id WHERE s.key = ?",
+            (scope,),
+        ).fetchone()
+        connection.executemany(
+            "INSERT INTO field_values VALUES (?, ?, ?)",
+            [(item, int(untimed), None), (item, int(future), 4_102_444_800)],
+        )
+        connection.execute(
+            "UPDATE work_items SET work_type_id = ?, created_at = NULL WHERE id = ?", (idle, item)
+        )
+
+    assert run_partition(defs, "unused_fields", scope, instance).success
+    header, rows = own_source.store().read("unused_fields", scope)
+    by_id = rows.set_index("entity_id")
+    for field, kind in ((untimed, "values_without_time"), (future, "values_after_as_of")):
+        assert not by_id.loc[field, "unused"], "a field with a value is in use"
+        assert by_id.loc[field, "usage_count"] == 1
+        assert pd.isna(by_id.loc[field, "last_used"]), "no trustworthy last-used time"
+        assert by_id.loc[field, "detail"]["anomalies"] == {kind: 1}
+    anomalies = header.summary["source_anomalies"]
+    assert anomalies["counts"] == {"values_after_as_of": 1, "values_without_time": 1}
+    assert {example["entity_id"] for example in anomalies["examples"]} == {untimed, future}
+
+    assert run_partition(defs, "unused_work_types", scope, instance).success
+    header, rows = own_source.store().read("unused_work_types", scope)
+    work_type = rows.set_index("entity_id").loc[idle]
+    assert not work_type["unused"] and work_type["usage_count"] == 1
+    assert header.summary["source_anomalies"]["counts"] == {"items_without_time": 1}

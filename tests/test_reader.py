@@ -106,7 +106,9 @@ def test_cli_report_prints_json_and_text(defs, instance, cli_env, capsys):
     assert run_partition(defs, "unused_fields", "t1-s001", instance).success
 
     assert main(["report", "unused_fields", "t1-s001", "--json", "--unused-only"]) == 0
-    document = json.loads(capsys.readouterr().out)
+    # Strict JSON, as JavaScript's JSON.parse reads it: no NaN, a missing time is null.
+    document = json.loads(capsys.readouterr().out, parse_constant=_refuse_constant)
+    assert any(row["last_used"] is None for row in document["rows"])
     assert document["scope"] == "t1-s001"
     assert document["staleness"]["source_changed"] is False
     assert len(document["rows"]) == document["header"]["unused_count"]
@@ -211,3 +213,7 @@ def _without_root_overrides() -> tuple[str, ...]:
         pytest.skip("running as root without setpriv (util-linux) to drop CAP_DAC_OVERRIDE")
     caps = "-dac_override,-dac_read_search"
     return ("setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}")
+
+
+def _refuse_constant(name: str) -> None:
+    pytest.fail(f"{name} is not JSON")
