@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -316,3 +317,87 @@ def test_whenever_a_recompute_would_differ_the_reader_says_so(base_source, write
                 assert staleness.source_changed or staleness.window_moved, (name, writes)
             if not writes:
                 assert not staleness.source_changed, "nothing written, nothing changed"
+
+
+# The first or last work item of the space that has field values.
+_VALUED_ITEM = (
+    "SELECT {end}(v.work_item_id) FROM field_values v"
+    " JOIN work_items w ON w.id = v.work_item_id WHERE w.space_id = :space"
+)
+# Each tracked table, written each way by hand: (what, SQL with :space for the space's id).
+HAND_WRITES = [
+    ("spaces update", "UPDATE spaces SET name = name || '*' WHERE id = :space"),
+    (
+        "work item insert",
+        "INSERT INTO work_items"
+        " SELECT MAX(id) + 1, :space, MIN(work_type_id), 0, 0 FROM work_items",
+    ),
+    ("work item update", "UPDATE work_items SET updated_at = 1 WHERE space_id = :space"),
+    (
+        "field value delete",
+        f"DELETE FROM field_values WHERE work_item_id = ({_VALUED_ITEM.format(end='MIN')})",
+    ),
+    (
+        "field value update",
+        "UPDATE field_values SET updated_at = 2140000000"
+        f" WHERE work_item_id = ({_VALUED_ITEM.format(end='MAX')})",
+    ),
+    (
+        "space field delete",
+        "DELETE FROM space_fields WHERE space_id = :space AND field_id ="
+        " (SELECT MIN(field_id) FROM space_fields WHERE space_id = :space)",
+    ),
+    (
+        "screen field insert",
+        "INSERT INTO screen_fields SELECT MIN(ss.screen_id), MAX(f.field_id)"
+        " FROM space_screens ss, space_fields f"
+        " WHERE ss.space_id = :space AND f.space_id = :space",
+    ),
+    ("space screens delete", "DELETE FROM space_screens WHERE space_id = :space"),
+    (
+        "space work type delete",
+        "DELETE FROM space_work_types WHERE space_id = :space AND work_type_id ="
+        " (SELECT MIN(work_type_id) FROM space_work_types WHERE space_id = :space)",
+    ),
+    (
+        "field update",
+        "UPDATE fields SET origin = 'system' WHERE id ="
+        " (SELECT MAX(field_id) FROM space_fields WHERE space_id = :space)",
+    ),
+    (
+        "work type update",
+        "UPDATE work_types SET name = name || '*' WHERE id ="
+        " (SELECT MAX(work_type_id) FROM space_work_types WHERE space_id = :space)",
+    ),
+    ("work item delete", "DELETE FROM work_items WHERE space_id = :space"),
+]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_every_kind_of_write_by_hand_moves_the_watermark_of_its_space_only(
+    backend, tmp_path, request
+):
+    url = (
+        sqlite_url(tmp_path / "s.db")
+        if backend == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    generate_source(url, DemoScale(tenants=1, spaces=3, work_items=600, seed=13))
+    engine = create_engine_for(url)
+    tool = UnusedFields()
+    with engine.connect() as connection:
+        scopes = tool.scopes(connection)
+        space, other = scopes[0], scopes[1]
+        space_id = connection.exec_driver_sql(
+            f"SELECT id FROM spaces WHERE key = '{space}'"
+        ).scalar()
+    for what, statement in HAND_WRITES:
+        with engine.connect() as connection:
+            before = tool.watermark(connection, scopes)
+        with engine.begin() as connection:
+            assert connection.execute(sa.text(statement), {"space": space_id}).rowcount > 0, what
+        with engine.connect() as connection:
+            after = tool.watermark(connection, scopes)
+        assert int(after[space]) > int(before[space]), what
+        assert after[other] == before[other], f"{what} moved another space's watermark"
+    engine.dispose()
