@@ -110,7 +110,7 @@ def create_engine_for(
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A transaction that takes the write lock up front on SQLite (a no-op elsewhere)."""
-    with engine.connect() as connection:
+    with connect(engine) as connection:
         connection = connection.execution_options(**{_WRITE_OPTION: True})
         with connection.begin():
             yield connection
@@ -128,7 +128,7 @@ def dialect_insert(connection: Connection):
 @contextmanager
 def snapshot_transaction(engine: Engine) -> Iterator[Connection]:
     """A read transaction whose statements all see one snapshot (header and rows agree)."""
-    with engine.connect() as connection:
+    with connect(engine) as connection:
         if engine.dialect.name == "postgresql":
             connection = connection.execution_options(isolation_level="REPEATABLE READ")
         with connection.begin():
@@ -141,12 +141,18 @@ def connect(engine: Engine) -> Iterator[Connection]:
     try:
         connection = engine.connect()
     except sa.exc.OperationalError as error:
-        reason = " ".join(str(error.orig).split())  # one line: drivers add hints on others
-        raise DatabaseUnavailableError(
-            f"cannot reach database {safe_url(engine.url)}: {safe_url(reason)}"
-        ) from error
+        raise unavailable(engine, error) from error
     with connection:
         yield connection
+
+
+def unavailable(engine: Engine, error: Exception) -> DatabaseUnavailableError:
+    """The error to raise when ``engine`` could not connect: its URL masked, the driver's reason
+    on one line (drivers add hints on further lines)."""
+    reason = " ".join(str(getattr(error, "orig", error)).split())
+    return DatabaseUnavailableError(
+        f"cannot reach database {safe_url(engine.url)}: {safe_url(reason)}"
+    )
 
 
 def check_reachable(engine: Engine) -> Engine:

@@ -164,16 +164,26 @@ def test_operator_errors_exit_non_zero_naming_the_problem(project, capsys, argv,
     assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("database", ["PRECOMPUTE_STORE_URL", "PRECOMPUTE_SOURCE_URL"])
+STORE, SOURCE = "PRECOMPUTE_STORE_URL", "PRECOMPUTE_SOURCE_URL"
+
+
 @pytest.mark.parametrize(
-    "argv",
+    ("argv", "database"),
     [
-        ["status", "unused_fields"],
-        ["refresh", "unused_fields", "t1-s001"],
-        ["refresh", "unused_fields", "t1-s001", "--no-wait"],
-        ["report", "unused_fields", "t1-s001"],
+        *[
+            (argv, database)
+            for argv in (
+                ["status", "unused_fields"],
+                ["refresh", "unused_fields", "t1-s001"],
+                ["refresh", "unused_fields", "t1-s001", "--no-wait"],
+                ["report", "unused_fields", "t1-s001"],
+            )
+            for database in (STORE, SOURCE)
+        ],
+        (["touch", "t1-s001"], SOURCE),
+        (["demo", "--spaces", "3", "--work-items", "300"], SOURCE),
     ],
-    ids=lambda argv: " ".join(argv[:1] + argv[3:]),
+    ids=lambda value: " ".join(value[:1] + value[3:]) if isinstance(value, list) else value[11:],
 )
 def test_an_unreachable_database_is_one_line_naming_it_masked(
     project, capsys, monkeypatch, database, argv

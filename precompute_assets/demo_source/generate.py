@@ -50,7 +50,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from precompute_assets.db import create_engine_for, safe_url, write_transaction
+from precompute_assets.db import create_engine_for, safe_url, unavailable, write_transaction
 from precompute_assets.demo_source import changes, schema
 
 GENERATOR_VERSION = "1"
@@ -705,7 +705,10 @@ class _PostgresWriter:
 @contextmanager
 def _bulk_writer(engine: Engine) -> Iterator[_Writer]:
     """One transaction on the raw DBAPI connection, committed only if everything loads."""
-    raw = engine.raw_connection()
+    try:
+        raw = engine.raw_connection()
+    except (sa.exc.OperationalError, engine.dialect.loaded_dbapi.OperationalError) as error:
+        raise unavailable(engine, error) from error
     try:
         connection = raw.driver_connection
         writer: _Writer
