@@ -10,6 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow
+
 PROJECT = Path(__file__).resolve().parents[1]
 SMALL = [
     "--items", "20000", "--small-items", "5000", "--repeats", "1", "--naive-steps", "2", "4",

@@ -34,6 +34,8 @@ from precompute_assets.processes import (
 from precompute_assets.resources import PrecomputeResource
 from precompute_assets.runs import report_job
 
+pytestmark = pytest.mark.slow
+
 TOOL = "unused_fields"
 WORKERS = 2
 SHARDS = 4

@@ -32,6 +32,8 @@ from precompute_assets.demo_source import generate_source
 from precompute_assets.factory import SOURCE_POOL
 from precompute_assets.resources import PrecomputeResource
 
+pytestmark = pytest.mark.slow
+
 PROJECT = Path(__file__).resolve().parents[1]
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 SHARDS = 4

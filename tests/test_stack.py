@@ -36,6 +36,8 @@ from precompute_assets.processes import ANSI_ESCAPE, Server, start_server, stop_
 from precompute_assets.resources import PrecomputeResource
 from precompute_assets.settings import ExecutorSettings
 
+pytestmark = pytest.mark.slow
+
 PROJECT = Path(__file__).resolve().parents[1]
 CACHE_URL = "redis://127.0.0.1:6379/14"
 READY_TIMEOUT_S = 90

@@ -53,6 +53,8 @@ from precompute_assets.demo_source import DemoScale, generate_source
 from precompute_assets.processes import Server, server_group
 from precompute_assets.report_store import ReportStore
 
+pytestmark = pytest.mark.slow
+
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SCALE = DemoScale(tenants=2, spaces=4, work_items=4_000, seed=3)
