@@ -117,9 +117,10 @@ def _demo(args: argparse.Namespace) -> int:
     )
     settings = Settings.from_env()
     tools = load_tools()
-    instance = project_instance(Path.cwd())
     try:
-        summary = run_demo(scale, settings, instance, tools)
+        # Entered, the instance is the one definitions load against in this process.
+        with project_instance(Path.cwd()) as instance:
+            summary = run_demo(scale, settings, instance, tools)
     except RunFailedError as error:
         print(f"precompute: error: {error}", file=sys.stderr)
         return 1
@@ -178,9 +179,8 @@ def _refresh(args: argparse.Namespace) -> int:
         run_id = refresh_in_background(tool, args.scope, settings)
         print(f"started run {run_id} for {tool.name}/{args.scope}; follow it in the UI (make ui)")
         return 0
-    result = refresh_scope(
-        tool, args.scope, settings, project_instance(Path.cwd()), run_id=args.run_id
-    )
+    with project_instance(Path.cwd()) as instance:
+        result = refresh_scope(tool, args.scope, settings, instance, run_id=args.run_id)
     if not result.success:
         print(f"precompute: error: run {result.run_id} failed; see it in the UI", file=sys.stderr)
         return 1

@@ -158,11 +158,13 @@ def refresh_scope(
     # The pointer names the tool only: step processes read where the data is from their own
     # environment, so no URL (nor its password) lands in the run's record.
     job = report_job(tool.name)
+    definition = job.get_definition()
     run = instance.create_run_for_job(
-        job.get_definition(),
+        definition,
         run_id=run_id,
         run_config=run_config,
-        tags={**refresh_tags(tool, request), "dagster/partition": scope},
+        # The job's own tags too (its maximum runtime), as a launch from the UI would have them.
+        tags={**definition.tags, **refresh_tags(tool, request), "dagster/partition": scope},
         job_code_origin=job.get_python_origin(),
     )
     return execute_run(job, run, instance)

@@ -169,14 +169,18 @@ def build_refresh_sensor(
         requests = plan_refresh(states, settings, in_flight=in_flight, now=now)
         run_requests = [run_request(tool, request, job_name) for request in requests]
         changed: list[ScopeState] = []
-        if not _has_run_in_flight(context.instance, freshness_job.name):
+        recording = _has_run_in_flight(context.instance, freshness_job.name)
+        if not recording:
             recorded = recorded_freshness(context.instance, tool)
             changed = freshness_changes(states, recorded, settings, now)
         if changed:
             run_requests.append(freshness_request(tool, freshness_job.name, changed))
         counts = tick_counts(states, settings, in_flight, len(requests), now)
         if not run_requests:
-            return SensorResult(skip_reason=f"{counts}; freshness recorded for every scope")
+            freshness = (
+                "a freshness run in flight" if recording else "freshness recorded for every scope"
+            )
+            return SensorResult(skip_reason=f"{counts}; {freshness}")
         context.log.info(f"{counts}; {len(changed)} scopes changed freshness")
         return SensorResult(run_requests=run_requests)
 
