@@ -70,8 +70,11 @@ def create_engine_for(
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        options = {"options": "-c default_transaction_read_only=on"} if read_only else {}
-        return sa.create_engine(parsed, pool_pre_ping=True, connect_args=options)
+        if read_only:
+            # Beside any options the URL gives (a search_path, say).
+            options = f"{parsed.query.get('options', '')} -c default_transaction_read_only=on"
+            parsed = parsed.update_query_dict({"options": options.strip()})
+        return sa.create_engine(parsed, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:":
         path = Path(parsed.database)
         if (must_exist or read_only) and missing_sqlite_file(parsed):

@@ -19,21 +19,24 @@ import pandas as pd
 from sqlalchemy import Connection, text
 
 from precompute_assets.contract import Batch
-from tool_plugins._spaces import SpaceTool, Usage, merge_usage, usage_from_rows, usage_of
+from tool_plugins._spaces import SpaceTool, Usage, merge_usage, scan_usage, usage_of
 
 FIELD_LIMIT = 700
 
-SCAN = text(
-    "SELECT v.field_id,"
-    " SUM(CASE WHEN v.updated_at IS NULL OR v.updated_at >= :since THEN 1 ELSE 0 END),"
-    " MAX(CASE WHEN v.updated_at <= :as_of THEN v.updated_at END),"
-    " SUM(CASE WHEN v.updated_at IS NULL THEN 1 ELSE 0 END),"
-    " SUM(CASE WHEN v.updated_at > :as_of THEN 1 ELSE 0 END)"
-    # The batch's work items by their key range, then each one's values by key: both SQLite and
-    # PostgreSQL plan this as index range scan and nested loop.
+# The batch's work items by their key range, then each one's values by key: both SQLite and
+# PostgreSQL plan this as index range scan and nested loop.
+BATCH_VALUES = (
     " FROM work_items w JOIN field_values v ON v.work_item_id = w.id"
     " WHERE w.id BETWEEN :first AND :last AND w.space_id = :space_id"
-    " GROUP BY v.field_id"
+)
+SCAN = text(
+    "SELECT v.field_id, COUNT(*), COUNT(CASE WHEN v.updated_at < :since THEN 1 END),"
+    f" MAX(v.updated_at), COUNT(v.updated_at){BATCH_VALUES} GROUP BY v.field_id"
+)
+LATE = text(
+    "SELECT v.field_id, MAX(CASE WHEN v.updated_at <= :as_of THEN v.updated_at END),"
+    f" COUNT(CASE WHEN v.updated_at > :as_of THEN 1 END){BATCH_VALUES}"
+    " GROUP BY v.field_id HAVING COUNT(CASE WHEN v.updated_at > :as_of THEN 1 END) > 0"
 )
 FIELDS = text(
     "SELECT f.id, f.name, f.origin, f.created_at, EXISTS ("
@@ -55,17 +58,18 @@ class UnusedFields(SpaceTool[Usage]):
 
     def scan(self, source: Connection, batch: Batch) -> Usage:
         params = batch.params
-        rows = source.execute(
+        bounds = {"first": batch.first_key, "last": batch.last_key}
+        return scan_usage(
+            source,
             SCAN,
+            LATE,
             {
-                "first": batch.first_key,
-                "last": batch.last_key,
+                **bounds,
                 "space_id": params["space_id"],
                 "since": params["since"],
                 "as_of": params["as_of"],
             },
         )
-        return usage_from_rows(rows)
 
     def merge(self, a: Usage, b: Usage) -> Usage:
         return merge_usage(a, b)

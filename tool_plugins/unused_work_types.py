@@ -14,17 +14,20 @@ import pandas as pd
 from sqlalchemy import Connection, text
 
 from precompute_assets.contract import Batch
-from tool_plugins._spaces import SpaceTool, Usage, merge_usage, usage_from_rows, usage_of
+from tool_plugins._spaces import SpaceTool, Usage, merge_usage, scan_usage, usage_of
 
 WORK_TYPE_LIMIT = 150
 
+BATCH_ITEMS = " FROM work_items WHERE space_id = :space_id AND id BETWEEN :first AND :last"
+# Every item is a use; the window is all of time (before no since: 0).
 SCAN = text(
-    "SELECT work_type_id, COUNT(*),"
-    " MAX(CASE WHEN created_at <= :as_of THEN created_at END),"
-    " SUM(CASE WHEN created_at IS NULL THEN 1 ELSE 0 END),"
-    " SUM(CASE WHEN created_at > :as_of THEN 1 ELSE 0 END)"
-    " FROM work_items WHERE space_id = :space_id AND id BETWEEN :first AND :last"
-    " GROUP BY work_type_id"
+    "SELECT work_type_id, COUNT(*), 0, MAX(created_at), COUNT(created_at)"
+    f"{BATCH_ITEMS} GROUP BY work_type_id"
+)
+LATE = text(
+    "SELECT work_type_id, MAX(CASE WHEN created_at <= :as_of THEN created_at END),"
+    f" COUNT(CASE WHEN created_at > :as_of THEN 1 END){BATCH_ITEMS}"
+    " GROUP BY work_type_id HAVING COUNT(CASE WHEN created_at > :as_of THEN 1 END) > 0"
 )
 WORK_TYPES = text(
     "SELECT t.id, t.name FROM space_work_types a JOIN work_types t"
@@ -40,16 +43,13 @@ class UnusedWorkTypes(SpaceTool[Usage]):
     description = "Work types of a space that no work item of the space uses."
 
     def scan(self, source: Connection, batch: Batch) -> Usage:
-        rows = source.execute(
-            SCAN,
-            {
-                "space_id": batch.params["space_id"],
-                "first": batch.first_key,
-                "last": batch.last_key,
-                "as_of": batch.params["as_of"],
-            },
-        )
-        return usage_from_rows(rows)
+        params = {
+            "space_id": batch.params["space_id"],
+            "first": batch.first_key,
+            "last": batch.last_key,
+            "as_of": batch.params["as_of"],
+        }
+        return scan_usage(source, SCAN, LATE, params)
 
     def merge(self, a: Usage, b: Usage) -> Usage:
         return merge_usage(a, b)

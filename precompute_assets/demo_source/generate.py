@@ -53,7 +53,7 @@ from sqlalchemy.engine import Connection, Engine
 from precompute_assets.db import create_engine_for, safe_url, unavailable, write_transaction
 from precompute_assets.demo_source import changes, schema
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: space_changes and its triggers
 REFERENCE_TIME = 1_793_491_200  # 2026-11-01T00:00:00Z
 DAY = 86_400
 YEAR = 365 * DAY
