@@ -24,12 +24,12 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from dagster import DagsterEventType, DagsterInstance, execute_job, instance_for_test
+from processes import celery_worker_command, server_group, wait_for_celery_workers
 from run import databases_for, ensure_source
 
-from precompute_assets.executors import execution_run_config
-from precompute_assets.processes import celery_worker_command, server_group, wait_for_celery_workers
-from precompute_assets.runs import report_job
-from precompute_assets.settings import ExecutorSettings, Settings
+from precompute_assets.core.settings import ExecutorSettings, Settings
+from precompute_assets.orchestration.executors import execution_run_config
+from precompute_assets.orchestration.runs import report_job
 
 TOOL = "unused_fields"
 SCOPE = "t1-s001"

@@ -35,17 +35,17 @@ from dagster import (
     instance_for_test,
 )
 
-from precompute_assets.definitions import build_definitions, report_job_name
-from precompute_assets.factory import scopes_partitions
-from precompute_assets.job import finalise_job, open_job, run_shard
-from precompute_assets.resources import PrecomputeResource
-from precompute_assets.runs import materialise_scope
+from precompute_assets.core.phases import finalise_job, open_job, run_shard
+from precompute_assets.orchestration.assets import scopes_partitions
+from precompute_assets.orchestration.definitions import build_definitions, report_job_name
+from precompute_assets.orchestration.resources import PrecomputeResource
+from precompute_assets.orchestration.runs import materialise_scope
 from tool_plugins.unused_fields import UnusedFields
 
 BENCH_DIR = Path(__file__).resolve().parent
 # What every forkserver child would otherwise import for itself (as tests/test_crash_resume.py).
 PRELOAD = [
-    "precompute_assets.definitions",
+    "precompute_assets.orchestration.definitions",
     "tool_plugins.unused_fields",
     "dagster._core.instance.factory",
     "dagster._core.storage.event_log",

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from precompute_assets.reader import ReportReader
+from precompute_assets.core.reader import ReportReader
 
 WARM_UP = 20
 

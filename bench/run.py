@@ -42,13 +42,13 @@ import sqlalchemy as sa
 from read_latency import measure_reads
 from sqlalchemy.engine import make_url
 
-from precompute_assets.db import create_databases, create_engine_for, sqlite_url
-from precompute_assets.demo_source import DemoScale, generate_source, single_space_scale
-from precompute_assets.demo_source.generate import GENERATOR_VERSION
-from precompute_assets.reader import ReportReader
-from precompute_assets.registry import load_tools
-from precompute_assets.report_store import ReportStore
-from precompute_assets.settings import Settings
+from precompute_assets.core.db import create_databases, create_engine_for, sqlite_url
+from precompute_assets.core.reader import ReportReader
+from precompute_assets.core.registry import load_tools
+from precompute_assets.core.report_store import ReportStore
+from precompute_assets.core.settings import Settings
+from precompute_assets.demo.source import DemoScale, generate_source, single_space_scale
+from precompute_assets.demo.source.generate import GENERATOR_VERSION
 
 BENCH_DIR = Path(__file__).resolve().parent
 TOOL = "unused_fields"

@@ -25,13 +25,13 @@ import sqlalchemy as sa
 from dagster import build_sensor_context, instance_for_test
 
 from precompute_assets.contract import REPORT_COLUMNS
-from precompute_assets.db import sqlite_url
-from precompute_assets.definitions import build_definitions
-from precompute_assets.demo_source import DemoScale, generate_source
-from precompute_assets.refresh import scope_states
-from precompute_assets.registry import load_tools
-from precompute_assets.report_store import ReportHeader
-from precompute_assets.resources import PrecomputeResource
+from precompute_assets.core.db import sqlite_url
+from precompute_assets.core.refresh import scope_states
+from precompute_assets.core.registry import load_tools
+from precompute_assets.core.report_store import ReportHeader
+from precompute_assets.demo.source import DemoScale, generate_source
+from precompute_assets.orchestration.definitions import build_definitions
+from precompute_assets.orchestration.resources import PrecomputeResource
 
 TOOL = "unused_fields"
 

@@ -30,19 +30,19 @@ from types import FrameType
 
 import sqlalchemy as sa
 from dagster import DagsterInstance
-
-from precompute_assets.cache import cache_from_url, check_cache_reachable
-from precompute_assets.db import create_databases
-from precompute_assets.demo_source import DemoScale, generate_source
-from precompute_assets.processes import (
+from processes import (
     Server,
     celery_worker_command,
     start_server,
     stop_server,
     wait_for_celery_workers,
 )
-from precompute_assets.registry import load_tools
-from precompute_assets.runs import register_scopes
+
+from precompute_assets.core.cache import cache_from_url, check_cache_reachable
+from precompute_assets.core.db import create_databases
+from precompute_assets.core.registry import load_tools
+from precompute_assets.demo.source import DemoScale, generate_source
+from precompute_assets.orchestration.runs import register_scopes
 
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -12,11 +12,11 @@ import pytest
 import sqlalchemy as sa
 from dagster import DagsterInstance, RetryPolicy, instance_for_test
 
-from precompute_assets.db import create_engine_for, sqlite_url
-from precompute_assets.definitions import build_definitions
-from precompute_assets.demo_source import DemoScale, generate_source
-from precompute_assets.registry import load_tools
-from precompute_assets.resources import PrecomputeResource
+from precompute_assets.core.db import create_engine_for, sqlite_url
+from precompute_assets.core.registry import load_tools
+from precompute_assets.demo.source import DemoScale, generate_source
+from precompute_assets.orchestration.definitions import build_definitions
+from precompute_assets.orchestration.resources import PrecomputeResource
 
 SMALL_SCALE = DemoScale(tenants=3, spaces=8, work_items=30_000, seed=11)
 POSTGRES_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"

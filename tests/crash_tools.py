@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from dagster import JobDefinition, RetryPolicy, build_reconstructable_job
 
-from precompute_assets.definitions import build_definitions
-from precompute_assets.resources import PrecomputeResource
+from precompute_assets.orchestration.definitions import build_definitions
+from precompute_assets.orchestration.resources import PrecomputeResource
 from tool_plugins.unused_fields import UnusedFields
 
 if TYPE_CHECKING:

@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 from dagster_graphql import DagsterGraphQLClient
-
-from precompute_assets.processes import Server
+from processes import Server
 
 STARTUP_TIMEOUT_S = 90
 RUN_TIMEOUT_S = 240

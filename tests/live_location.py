@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import time
 
-from precompute_assets.definitions import build_definitions
-from precompute_assets.registry import load_tools
+from precompute_assets.core.registry import load_tools
+from precompute_assets.orchestration.definitions import build_definitions
 from tool_plugins.unused_fields import UnusedFields
 
 

@@ -18,12 +18,12 @@ import pytest
 import sqlalchemy as sa
 from conftest import require_service, run_partition
 
-from precompute_assets.cache import cache_from_url
-from precompute_assets.db import sqlite_url
-from precompute_assets.definitions import build_definitions
-from precompute_assets.demo_source import generate_source, single_space_scale
-from precompute_assets.ledger import batches
-from precompute_assets.resources import PrecomputeResource
+from precompute_assets.core.cache import cache_from_url
+from precompute_assets.core.db import sqlite_url
+from precompute_assets.core.ledger import batches
+from precompute_assets.demo.source import generate_source, single_space_scale
+from precompute_assets.orchestration.definitions import build_definitions
+from precompute_assets.orchestration.resources import PrecomputeResource
 
 REDIS_URL = "redis://127.0.0.1:6379/13"
 SCOPE = "t1-s001"

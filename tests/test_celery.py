@@ -22,17 +22,17 @@ from conftest import SMALL_SCALE, fresh_postgres_database, largest_scope, requir
 from conftest import source_connection as connect_source
 from dagster import DagsterEventType, DagsterInstance, execute_job, instance_for_test
 from ground_truth import comparable, unused_fields_truth
-
-from precompute_assets.db import sqlite_url
-from precompute_assets.demo_source import generate_source
-from precompute_assets.processes import (
+from processes import (
     Server,
     celery_worker_command,
     server_group,
     wait_for_celery_workers,
 )
-from precompute_assets.resources import PrecomputeResource
-from precompute_assets.runs import report_job
+
+from precompute_assets.core.db import sqlite_url
+from precompute_assets.demo.source import generate_source
+from precompute_assets.orchestration.resources import PrecomputeResource
+from precompute_assets.orchestration.runs import report_job
 
 pytestmark = pytest.mark.slow
 

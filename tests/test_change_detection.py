@@ -21,12 +21,12 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from precompute_assets.db import create_engine_for, sqlite_url
-from precompute_assets.demo_source import REFERENCE_TIME, DemoScale, generate_source
-from precompute_assets.job import finalise_job, open_job, run_shard
-from precompute_assets.ledger import Ledger
-from precompute_assets.reader import ReportReader
-from precompute_assets.report_store import ReportStore
+from precompute_assets.core.db import create_engine_for, sqlite_url
+from precompute_assets.core.ledger import Ledger
+from precompute_assets.core.phases import finalise_job, open_job, run_shard
+from precompute_assets.core.reader import ReportReader
+from precompute_assets.core.report_store import ReportStore
+from precompute_assets.demo.source import REFERENCE_TIME, DemoScale, generate_source
 from tool_plugins.unused_fields import UnusedFields
 from tool_plugins.unused_work_types import UnusedWorkTypes
 

@@ -15,16 +15,16 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine
 
-from precompute_assets.checker import (
+from precompute_assets.checker.tester import (
     PROPERTIES,
     ContractViolation,
     assert_tool_obeys_contract,
     check_tool,
     format_check,
 )
-from precompute_assets.cli import main
-from precompute_assets.db import create_engine_for, sqlite_url
-from precompute_assets.reader import UnknownScopeError
+from precompute_assets.cli.main import main
+from precompute_assets.core.db import create_engine_for, sqlite_url
+from precompute_assets.core.reader import UnknownScopeError
 from tool_plugins.unused_fields import UnusedFields
 from tool_plugins.unused_work_types import UnusedWorkTypes
 

@@ -12,11 +12,11 @@ import pytest
 from conftest import SMALL_SCALE
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
-from precompute_assets.cli import main
-from precompute_assets.db import sqlite_url
-from precompute_assets.demo_source import generate_source
-from precompute_assets.registry import load_tools
-from precompute_assets.runs import add_scope_partition
+from precompute_assets.cli.main import main
+from precompute_assets.core.db import sqlite_url
+from precompute_assets.core.registry import load_tools
+from precompute_assets.demo.source import generate_source
+from precompute_assets.orchestration.runs import add_scope_partition
 
 PROJECT = Path(__file__).resolve().parents[1]
 

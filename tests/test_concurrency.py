@@ -19,10 +19,10 @@ import pytest
 from sqlalchemy import Engine
 
 from precompute_assets.contract import REPORT_COLUMNS, Extent
-from precompute_assets.db import create_engine_for, sqlite_url
-from precompute_assets.job import finalise_job, open_job, run_shard
-from precompute_assets.ledger import Ledger
-from precompute_assets.report_store import ReportHeader, ReportStore, StaleGenerationError
+from precompute_assets.core.db import create_engine_for, sqlite_url
+from precompute_assets.core.ledger import Ledger
+from precompute_assets.core.phases import finalise_job, open_job, run_shard
+from precompute_assets.core.report_store import ReportHeader, ReportStore, StaleGenerationError
 from tool_plugins.unused_fields import UnusedFields
 
 ROUNDS = 12

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from precompute_assets.contract import MalformedReportError, ReportTool, validate_report
-from precompute_assets.registry import (
+from precompute_assets.core.registry import (
     ToolContractError,
     UnknownToolError,
     get_tool,

@@ -42,10 +42,10 @@ from dagster import (
     instance_for_test,
 )
 
-from precompute_assets.definitions import build_definitions
-from precompute_assets.ledger import batches as ledger_batches
-from precompute_assets.plan import Shard, plan_shards
-from precompute_assets.resources import PrecomputeResource
+from precompute_assets.core.ledger import batches as ledger_batches
+from precompute_assets.core.plan import Shard, plan_shards
+from precompute_assets.orchestration.definitions import build_definitions
+from precompute_assets.orchestration.resources import PrecomputeResource
 from tool_plugins.unused_fields import UnusedFields
 
 SCOPE = "t1-s001"  # the largest space of the session's demo source: 16,929 work items
@@ -61,7 +61,7 @@ KILL_POINTS = [0, 1, 2, 4, 6, 8, 9, 10, 11, 13, 15, 16]
 # which a spawned child would import again for every step (about a second each). crash_tools
 # itself cannot be preloaded: Python 3.11's forkserver ignores the parent's sys.path.
 PRELOAD = [
-    "precompute_assets.definitions",
+    "precompute_assets.orchestration.definitions",
     "tool_plugins.unused_fields",
     "dagster._core.instance.factory",
     "dagster._core.storage.event_log",

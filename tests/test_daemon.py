@@ -33,16 +33,16 @@ from dagster import DagsterInstance
 from dagster_graphql import DagsterGraphQLClient
 from ground_truth import comparable, unused_fields_truth
 from live_dagster import LiveDagster, free_port, wait_for_webserver, wait_until
+from processes import Server, server_group
 
-from precompute_assets.db import create_engine_for, sqlite_url
-from precompute_assets.definitions import build_definitions
-from precompute_assets.demo_source import DemoScale, generate_source, touch_space
-from precompute_assets.processes import Server, server_group
-from precompute_assets.refresh import scope_states
-from precompute_assets.registry import load_tools
-from precompute_assets.report_store import ReportStore
-from precompute_assets.resources import PrecomputeResource
-from precompute_assets.runs import materialise_scope, register_scopes
+from precompute_assets.core.db import create_engine_for, sqlite_url
+from precompute_assets.core.refresh import scope_states
+from precompute_assets.core.registry import load_tools
+from precompute_assets.core.report_store import ReportStore
+from precompute_assets.demo.source import DemoScale, generate_source, touch_space
+from precompute_assets.orchestration.definitions import build_definitions
+from precompute_assets.orchestration.resources import PrecomputeResource
+from precompute_assets.orchestration.runs import materialise_scope, register_scopes
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
-from precompute_assets.db import create_engine_for, sqlite_url
-from precompute_assets.report_store import ReportStore
+from precompute_assets.core.db import create_engine_for, sqlite_url
+from precompute_assets.core.report_store import ReportStore
 
 PROJECT = Path(__file__).resolve().parents[1]
 

@@ -11,9 +11,9 @@ from conftest import run_partition, source_connection
 from dagster import DagsterEventType, materialize
 from ground_truth import comparable, unused_fields_truth, unused_work_types_truth
 
-from precompute_assets.definitions import build_definitions
-from precompute_assets.factory import build_report_asset
-from precompute_assets.window import reference_params
+from precompute_assets.core.window import reference_params
+from precompute_assets.orchestration.assets import build_report_asset
+from precompute_assets.orchestration.definitions import build_definitions
 from tool_plugins.unused_fields import UnusedFields
 from tool_plugins.unused_work_types import UnusedWorkTypes
 

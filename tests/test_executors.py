@@ -7,13 +7,13 @@ import pytest
 from conftest import run_partition
 from dagster import build_sensor_context, execute_job
 
-from precompute_assets.db import connect, sqlite_url
-from precompute_assets.definitions import build_definitions
-from precompute_assets.demo_source import touch_space
-from precompute_assets.executors import execution_run_config, executor_for
-from precompute_assets.resources import PrecomputeResource
-from precompute_assets.runs import report_job
-from precompute_assets.settings import ExecutorSettings, SettingsError
+from precompute_assets.core.db import connect, sqlite_url
+from precompute_assets.core.settings import ExecutorSettings, SettingsError
+from precompute_assets.demo.source import touch_space
+from precompute_assets.orchestration.definitions import build_definitions
+from precompute_assets.orchestration.executors import execution_run_config, executor_for
+from precompute_assets.orchestration.resources import PrecomputeResource
+from precompute_assets.orchestration.runs import report_job
 
 TOOL = "unused_fields"
 

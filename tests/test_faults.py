@@ -6,7 +6,7 @@ import pandas as pd
 from conftest import largest_scope, run_partition
 from dagster import DagsterEventType, RetryPolicy
 
-from precompute_assets.definitions import build_definitions
+from precompute_assets.orchestration.definitions import build_definitions
 from tool_plugins.unused_fields import UnusedFields
 
 

@@ -1,10 +1,11 @@
 """Property-based: whatever happens to batches, the report is the fold of distinct batches.
 
-A Hypothesis state machine drives the framework's own phase functions (``precompute_assets.job``)
-against a real source, a real SQLite ledger and the real Redis tier: it delivers batches in any
-order, redelivers them, crashes scans before their checkpoint, evicts contributions from the
-cache tier, runs whole shards, and finalises. After every finalise the stored report must equal
-the reference report, a plain fold over every distinct batch.
+A Hypothesis state machine drives the framework's own phase functions
+(``precompute_assets.core.phases``) against a real source, a real SQLite ledger and the real
+Redis tier: it delivers batches in any order, redelivers them, crashes scans before their
+checkpoint, evicts contributions from the cache tier, runs whole shards, and finalises. After
+every finalise the stored report must equal the reference report, a plain fold over every
+distinct batch.
 """
 
 from __future__ import annotations
@@ -22,12 +23,18 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from precompute_assets.cache import RedisCache, contribution_key
-from precompute_assets.db import create_engine_for, sqlite_url
-from precompute_assets.demo_source import DemoScale, generate_source
-from precompute_assets.job import ScanError, finalise_job, open_job, run_shard, scan_and_record
-from precompute_assets.ledger import Ledger
-from precompute_assets.report_store import ReportStore
+from precompute_assets.core.cache import RedisCache, contribution_key
+from precompute_assets.core.db import create_engine_for, sqlite_url
+from precompute_assets.core.ledger import Ledger
+from precompute_assets.core.phases import (
+    ScanError,
+    finalise_job,
+    open_job,
+    run_shard,
+    scan_and_record,
+)
+from precompute_assets.core.report_store import ReportStore
+from precompute_assets.demo.source import DemoScale, generate_source
 from tool_plugins.unused_fields import UnusedFields
 
 REDIS_URL = "redis://127.0.0.1:6379/14"

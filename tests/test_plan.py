@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from precompute_assets.contract import Extent
-from precompute_assets.plan import JobPlan, plan_shards
+from precompute_assets.core.plan import JobPlan, plan_shards
 
 
 def _plan(first: int, span: int, count: int, batch_size: int) -> JobPlan:

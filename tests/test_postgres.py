@@ -6,10 +6,10 @@ import pandas as pd
 from conftest import SMALL_SCALE, run_partition, source_connection
 from ground_truth import comparable, unused_fields_truth, unused_work_types_truth
 
-from precompute_assets.definitions import build_definitions
-from precompute_assets.demo_source import generate_source
-from precompute_assets.reader import ReportReader
-from precompute_assets.resources import PrecomputeResource
+from precompute_assets.core.reader import ReportReader
+from precompute_assets.demo.source import generate_source
+from precompute_assets.orchestration.definitions import build_definitions
+from precompute_assets.orchestration.resources import PrecomputeResource
 
 
 def test_reports_on_postgresql_equal_ground_truth(postgres_url, tools, instance):

@@ -28,9 +28,9 @@ from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 from ground_truth import comparable, unused_fields_truth
 
-from precompute_assets.demo_source import generate_source
-from precompute_assets.factory import SOURCE_POOL
-from precompute_assets.resources import PrecomputeResource
+from precompute_assets.demo.source import generate_source
+from precompute_assets.orchestration.assets import SOURCE_POOL
+from precompute_assets.orchestration.resources import PrecomputeResource
 
 pytestmark = pytest.mark.slow
 
@@ -125,7 +125,7 @@ def materialised(production: Production) -> Materialised:
         timeout=120,
     )
     result = production.dagster(
-        "asset", "materialize", "-m", "precompute_assets.definitions",
+        "asset", "materialize", "-m", "precompute_assets.orchestration.definitions",
         "--select", "unused_fields_report", "--partition", scope,
         "--config-json", EXECUTOR_CONFIG,
     )  # fmt: skip

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 from conftest import run_partition
 
-from precompute_assets.cli import main
-from precompute_assets.db import DatabaseUnavailableError, sqlite_url
-from precompute_assets.demo_source import touch_space
-from precompute_assets.reader import NoReportError, ReportReader, UnknownScopeError
-from precompute_assets.registry import UnknownToolError
-from precompute_assets.settings import Settings
+from precompute_assets.cli.main import main
+from precompute_assets.core.db import DatabaseUnavailableError, sqlite_url
+from precompute_assets.core.reader import NoReportError, ReportReader, UnknownScopeError
+from precompute_assets.core.registry import UnknownToolError
+from precompute_assets.core.settings import Settings
+from precompute_assets.demo.source import touch_space
 
 PRECOMPUTE = Path(sys.executable).parent / "precompute"
 
@@ -55,9 +55,9 @@ def test_the_reader_sees_the_source_move_on(defs, tools, instance, tmp_path):
     # A source of its own: this test edits it.
     from conftest import SMALL_SCALE
 
-    from precompute_assets.definitions import build_definitions
-    from precompute_assets.demo_source import generate_source
-    from precompute_assets.resources import PrecomputeResource
+    from precompute_assets.demo.source import generate_source
+    from precompute_assets.orchestration.definitions import build_definitions
+    from precompute_assets.orchestration.resources import PrecomputeResource
 
     source_url = sqlite_url(tmp_path / "own_source.db")
     generate_source(source_url, SMALL_SCALE)

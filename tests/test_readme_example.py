@@ -8,8 +8,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from conftest import run_partition, source_connection
 
-from precompute_assets.definitions import build_definitions
-from precompute_assets.registry import register
+from precompute_assets.core.registry import register
+from precompute_assets.orchestration.definitions import build_definitions
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from precompute_assets.refresh import (
+from precompute_assets.core.refresh import (
     Reason,
     ScopeState,
     due_reason,
@@ -11,8 +11,8 @@ from precompute_assets.refresh import (
     priority_order,
     run_key,
 )
-from precompute_assets.report_store import ReportHeader
-from precompute_assets.settings import DAY_S, RefreshSettings
+from precompute_assets.core.report_store import ReportHeader
+from precompute_assets.core.settings import DAY_S, RefreshSettings
 
 NOW = 1_800_000_000.0
 SETTINGS = RefreshSettings(threshold=0.7, max_age_days=7, low_max_age_days=30, budget=3)

@@ -24,14 +24,14 @@ from conftest import SMALL_SCALE, largest_scope, run_partition
 from dagster import DagsterEventType, RetryPolicy
 
 from precompute_assets.contract import REPORT_COLUMNS, Extent
-from precompute_assets.db import create_engine_for, sqlite_url
-from precompute_assets.definitions import build_definitions
-from precompute_assets.demo_source import generate_source, touch_space
-from precompute_assets.job import finalise_job, open_job, run_shard
-from precompute_assets.ledger import Ledger
-from precompute_assets.reader import ReportReader
-from precompute_assets.report_store import ReportHeader, ReportStore, StaleGenerationError
-from precompute_assets.resources import PrecomputeResource
+from precompute_assets.core.db import create_engine_for, sqlite_url
+from precompute_assets.core.ledger import Ledger
+from precompute_assets.core.phases import finalise_job, open_job, run_shard
+from precompute_assets.core.reader import ReportReader
+from precompute_assets.core.report_store import ReportHeader, ReportStore, StaleGenerationError
+from precompute_assets.demo.source import generate_source, touch_space
+from precompute_assets.orchestration.definitions import build_definitions
+from precompute_assets.orchestration.resources import PrecomputeResource
 from tool_plugins.unused_fields import UnusedFields
 
 PROJECT = Path(__file__).resolve().parents[1]

@@ -16,12 +16,12 @@ from dagster import (
 )
 
 from precompute_assets.contract import REPORT_COLUMNS
-from precompute_assets.db import create_engine_for, sqlite_url
-from precompute_assets.definitions import build_definitions
-from precompute_assets.demo_source import DemoScale, generate_source, touch_space
-from precompute_assets.refresh import scope_states
-from precompute_assets.report_store import ReportHeader, headers
-from precompute_assets.resources import PrecomputeResource
+from precompute_assets.core.db import create_engine_for, sqlite_url
+from precompute_assets.core.refresh import scope_states
+from precompute_assets.core.report_store import ReportHeader, headers
+from precompute_assets.demo.source import DemoScale, generate_source, touch_space
+from precompute_assets.orchestration.definitions import build_definitions
+from precompute_assets.orchestration.resources import PrecomputeResource
 
 TOOL = "unused_fields"
 PARTITIONS = f"{TOOL}_scopes"

@@ -14,10 +14,15 @@ import sqlalchemy as sa
 from conftest import largest_scope
 from dagster import DagsterEventType
 
-from precompute_assets.cli import main
-from precompute_assets.definitions import build_definitions
-from precompute_assets.settings import ExecutorSettings, RefreshSettings, Settings, SettingsError
-from precompute_assets.store_schema import jobs
+from precompute_assets.cli.main import main
+from precompute_assets.core.schema import jobs
+from precompute_assets.core.settings import (
+    ExecutorSettings,
+    RefreshSettings,
+    Settings,
+    SettingsError,
+)
+from precompute_assets.orchestration.definitions import build_definitions
 
 BAD_ENVIRONMENT = [
     ("PRECOMPUTE_BATCH_SIZE", "0", "greater than 0"),

@@ -29,12 +29,12 @@ from conftest import fresh_postgres_database, require_service, source_connection
 from dagster_graphql import DagsterGraphQLClient
 from ground_truth import comparable, unused_fields_truth
 from live_dagster import LiveDagster, free_port, wait_for_run, wait_for_webserver, wait_until
+from processes import ANSI_ESCAPE, Server, start_server, stop_server
 
-from precompute_assets.cache import cache_from_url
-from precompute_assets.executors import execution_run_config
-from precompute_assets.processes import ANSI_ESCAPE, Server, start_server, stop_server
-from precompute_assets.resources import PrecomputeResource
-from precompute_assets.settings import ExecutorSettings
+from precompute_assets.core.cache import cache_from_url
+from precompute_assets.core.settings import ExecutorSettings
+from precompute_assets.orchestration.executors import execution_run_config
+from precompute_assets.orchestration.resources import PrecomputeResource
 
 pytestmark = pytest.mark.slow
 

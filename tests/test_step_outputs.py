@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from dagster import build_input_context, build_output_context
 
 from precompute_assets.contract import Extent
-from precompute_assets.db import sqlite_url
-from precompute_assets.plan import JobPlan, Shard, ShardTask
-from precompute_assets.step_outputs import (
+from precompute_assets.core.db import sqlite_url
+from precompute_assets.core.plan import JobPlan, Shard, ShardTask
+from precompute_assets.orchestration.io_managers import (
     StepOutputIOManager,
     StepOutputNotFoundError,
     StepOutputRefusedError,

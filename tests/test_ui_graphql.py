@@ -47,11 +47,11 @@ from live_dagster import (
     wait_for_webserver,
     wait_until,
 )
+from processes import Server, server_group
 
-from precompute_assets.db import create_engine_for, sqlite_url
-from precompute_assets.demo_source import DemoScale, generate_source
-from precompute_assets.processes import Server, server_group
-from precompute_assets.report_store import ReportStore
+from precompute_assets.core.db import create_engine_for, sqlite_url
+from precompute_assets.core.report_store import ReportStore
+from precompute_assets.demo.source import DemoScale, generate_source
 
 pytestmark = pytest.mark.slow
 

@@ -9,10 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from precompute_assets.executors import execution_run_config
-from precompute_assets.report_store import ReportStore
-from precompute_assets.resources import PrecomputeResource
-from precompute_assets.settings import ExecutorSettings
+from precompute_assets.core.report_store import ReportStore
+from precompute_assets.core.settings import ExecutorSettings
+from precompute_assets.orchestration.executors import execution_run_config
+from precompute_assets.orchestration.resources import PrecomputeResource
 
 PROJECT = Path(__file__).resolve().parents[1]
 DAGSTER = str(Path(sys.executable).parent / "dagster")
@@ -54,7 +54,7 @@ def test_a_partition_materialises_under_the_multiprocess_executor(tmp_path, prec
             "asset",
             "materialize",
             "-m",
-            "precompute_assets.definitions",
+            "precompute_assets.orchestration.definitions",
             "--select",
             "unused_work_types_report",
             "--partition",

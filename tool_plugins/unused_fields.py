@@ -19,7 +19,7 @@ import pandas as pd
 from sqlalchemy import Connection, text
 
 from precompute_assets.contract import Batch
-from tool_plugins._spaces import SpaceTool, Usage, merge_usage, scan_usage, usage_of
+from precompute_assets.demo.spaces import SpaceTool, Usage, merge_usage, scan_usage, usage_of
 
 FIELD_LIMIT = 700
 

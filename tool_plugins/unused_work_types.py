@@ -14,7 +14,7 @@ import pandas as pd
 from sqlalchemy import Connection, text
 
 from precompute_assets.contract import Batch
-from tool_plugins._spaces import SpaceTool, Usage, merge_usage, scan_usage, usage_of
+from precompute_assets.demo.spaces import SpaceTool, Usage, merge_usage, scan_usage, usage_of
 
 WORK_TYPE_LIMIT = 150
 

@@ -23,7 +23,7 @@ from pydantic import (
 )
 from sqlalchemy.engine import make_url
 
-from precompute_assets.db import safe_url, sqlite_url
+from precompute_assets.core.db import safe_url, sqlite_url
 
 DAY_S = 86_400
 CACHE_SCHEMES = ("redis", "rediss", "memcached")

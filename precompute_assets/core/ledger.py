@@ -22,11 +22,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
-from precompute_assets.cache import ContributionCache, contribution_key
 from precompute_assets.contract import Extent
-from precompute_assets.db import dialect_insert, snapshot_transaction, write_transaction
-from precompute_assets.plan import JobPlan, plan_fingerprint
-from precompute_assets.store_schema import batches, create_store_schema, jobs, scope_locks
+from precompute_assets.core.cache import ContributionCache, contribution_key
+from precompute_assets.core.db import dialect_insert, snapshot_transaction, write_transaction
+from precompute_assets.core.plan import JobPlan, plan_fingerprint
+from precompute_assets.core.schema import batches, create_store_schema, jobs, scope_locks
 
 OPEN = "open"
 

@@ -11,14 +11,14 @@ from typing import Any
 from dagster import DagsterEventType, DagsterInstance, ExecuteInProcessResult
 
 from precompute_assets.contract import ReportTool
-from precompute_assets.db import connect, create_engine_for
-from precompute_assets.definitions import build_definitions
-from precompute_assets.demo_source import DemoScale, generate_source
-from precompute_assets.report_store import ReportHeader, ReportStore
-from precompute_assets.resources import PrecomputeResource
-from precompute_assets.runs import RunFailedError, materialise_scope, register_scopes
-from precompute_assets.settings import Settings
-from precompute_assets.text import format_table
+from precompute_assets.core.db import connect, create_engine_for
+from precompute_assets.core.report_store import ReportHeader, ReportStore
+from precompute_assets.core.settings import Settings
+from precompute_assets.core.text import format_table
+from precompute_assets.demo.source import DemoScale, generate_source
+from precompute_assets.orchestration.definitions import build_definitions
+from precompute_assets.orchestration.resources import PrecomputeResource
+from precompute_assets.orchestration.runs import RunFailedError, materialise_scope, register_scopes
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from precompute_assets.demo_source import schema
+from precompute_assets.demo.source import schema
 
 EVENTS = ("insert", "update", "delete")
 

@@ -31,10 +31,10 @@ from dagster import (
 )
 
 from precompute_assets.contract import ReportTool
-from precompute_assets.factory import report_asset_key, scopes_partitions
-from precompute_assets.refresh import ScopeState, is_high, is_stale, scope_states
-from precompute_assets.resources import PrecomputeResource
-from precompute_assets.settings import RefreshSettings
+from precompute_assets.core.refresh import ScopeState, is_high, is_stale, scope_states
+from precompute_assets.core.settings import RefreshSettings
+from precompute_assets.orchestration.assets import report_asset_key, scopes_partitions
+from precompute_assets.orchestration.resources import PrecomputeResource
 
 FRESHNESS_CHECK = "report_fresh"
 # Recorded check statuses that say what the last evaluation found.

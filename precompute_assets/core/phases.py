@@ -14,11 +14,11 @@ import pandas as pd
 from sqlalchemy import Connection, Engine
 
 from precompute_assets.contract import Batch, ReportTool, ScopeNotFoundError, validate_report
-from precompute_assets.db import connect
-from precompute_assets.ledger import OPEN, Ledger
-from precompute_assets.plan import JobPlan, Shard
-from precompute_assets.report_store import ReportHeader, ReportStore
-from precompute_assets.window import reference_params
+from precompute_assets.core.db import connect
+from precompute_assets.core.ledger import OPEN, Ledger
+from precompute_assets.core.plan import JobPlan, Shard
+from precompute_assets.core.report_store import ReportHeader, ReportStore
+from precompute_assets.core.window import reference_params
 
 
 class ScanError(RuntimeError):

@@ -11,7 +11,7 @@ import weakref
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
-from precompute_assets.db import write_transaction
+from precompute_assets.core.db import write_transaction
 
 metadata = sa.MetaData()
 _created: weakref.WeakSet[Engine] = weakref.WeakSet()

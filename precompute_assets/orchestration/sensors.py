@@ -21,12 +21,9 @@ from dagster import (
     sensor,
 )
 
-from precompute_assets.checks import freshness_changes, recorded_freshness
 from precompute_assets.contract import ReportTool
-from precompute_assets.db import connect
-from precompute_assets.executors import execution_run_config, executor_for
-from precompute_assets.factory import report_asset_key, scopes_partitions
-from precompute_assets.refresh import (
+from precompute_assets.core.db import connect
+from precompute_assets.core.refresh import (
     Reason,
     RefreshRequest,
     ScopeState,
@@ -37,8 +34,11 @@ from precompute_assets.refresh import (
     run_key,
     scope_states,
 )
-from precompute_assets.resources import PrecomputeResource
-from precompute_assets.settings import ExecutorSettings, RefreshSettings
+from precompute_assets.core.settings import ExecutorSettings, RefreshSettings
+from precompute_assets.orchestration.assets import report_asset_key, scopes_partitions
+from precompute_assets.orchestration.checks import freshness_changes, recorded_freshness
+from precompute_assets.orchestration.executors import execution_run_config, executor_for
+from precompute_assets.orchestration.resources import PrecomputeResource
 
 IN_FLIGHT_STATUSES = [
     DagsterRunStatus.QUEUED,

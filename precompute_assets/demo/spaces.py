@@ -131,7 +131,7 @@ def space_watermarks(source: Connection, scopes: Sequence[str]) -> dict[str, str
     """Every asked-for space's change version, in one query.
 
     The demo source's triggers move a space's version on every write to a table the tools read
-    (``precompute_assets.demo_source.changes``), so the version covers every input of a report.
+    (``precompute_assets.demo.source.changes``), so the version covers every input of a report.
     A few spaces (a reader's one) are looked up by key; many (a sensor tick's) in one pass.
     """
     wanted = set(scopes)

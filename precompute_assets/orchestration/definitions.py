@@ -7,24 +7,28 @@ from typing import Any
 
 from dagster import AssetSelection, Definitions, RetryPolicy, define_asset_job
 
-from precompute_assets.checks import (
+from precompute_assets.contract import ReportTool
+from precompute_assets.core.registry import load_tools
+from precompute_assets.core.settings import ExecutorSettings, RefreshSettings
+from precompute_assets.orchestration.assets import (
+    DEFAULT_RETRY_POLICY,
+    build_report_asset,
+    scopes_partitions,
+)
+from precompute_assets.orchestration.checks import (
     build_completeness_check,
     build_freshness_check,
     build_freshness_job,
 )
-from precompute_assets.contract import ReportTool
-from precompute_assets.executors import precompute_executor
-from precompute_assets.factory import DEFAULT_RETRY_POLICY, build_report_asset, scopes_partitions
-from precompute_assets.registry import load_tools
-from precompute_assets.resources import PrecomputeResource
-from precompute_assets.sensors import (
+from precompute_assets.orchestration.executors import precompute_executor
+from precompute_assets.orchestration.io_managers import StepOutputIOManager
+from precompute_assets.orchestration.resources import PrecomputeResource
+from precompute_assets.orchestration.sensors import (
     BASELINE_CRON,
     build_baseline_schedule,
     build_discovery_sensor,
     build_refresh_sensor,
 )
-from precompute_assets.settings import ExecutorSettings, RefreshSettings
-from precompute_assets.step_outputs import StepOutputIOManager
 
 # Read by dagster.yaml's run monitoring: the most seconds a run of the job may take.
 MAX_RUNTIME_TAG = "dagster/max_runtime"

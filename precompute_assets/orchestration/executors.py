@@ -27,7 +27,7 @@ from dagster import (
 )
 from dagster_celery import celery_executor
 
-from precompute_assets.settings import ExecutorSettings
+from precompute_assets.core.settings import ExecutorSettings
 
 EXECUTORS: dict[str, ExecutorDefinition] = {
     "in_process": in_process_executor,
@@ -36,7 +36,7 @@ EXECUTORS: dict[str, ExecutorDefinition] = {
 }
 # Step processes fork from a server that has imported the framework and the tools once, instead
 # of each importing them anew (spawn).
-FORKSERVER = {"forkserver": {"preload_modules": ["precompute_assets.definitions"]}}
+FORKSERVER = {"forkserver": {"preload_modules": ["precompute_assets.orchestration.definitions"]}}
 
 
 def _requirements(config: dict[str, Any]) -> list[Any]:

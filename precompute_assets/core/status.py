@@ -8,11 +8,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from precompute_assets.contract import ReportTool
-from precompute_assets.db import check_reachable, create_engine_for, missing_sqlite_file
-from precompute_assets.refresh import due_reason, is_high, is_stale, priority_order, scope_states
-from precompute_assets.report_store import ReportStore
-from precompute_assets.settings import RefreshSettings, Settings
-from precompute_assets.text import format_table, human_age
+from precompute_assets.core.db import check_reachable, create_engine_for, missing_sqlite_file
+from precompute_assets.core.refresh import (
+    due_reason,
+    is_high,
+    is_stale,
+    priority_order,
+    scope_states,
+)
+from precompute_assets.core.report_store import ReportStore
+from precompute_assets.core.settings import RefreshSettings, Settings
+from precompute_assets.core.text import format_table, human_age
 
 
 @dataclass(frozen=True)

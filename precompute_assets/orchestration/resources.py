@@ -8,11 +8,11 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
 from sqlalchemy import Engine
 
-from precompute_assets.cache import cache_from_url, check_cache_reachable
-from precompute_assets.db import create_engine_for
-from precompute_assets.ledger import Ledger
-from precompute_assets.report_store import ReportStore
-from precompute_assets.settings import Settings
+from precompute_assets.core.cache import cache_from_url, check_cache_reachable
+from precompute_assets.core.db import create_engine_for
+from precompute_assets.core.ledger import Ledger
+from precompute_assets.core.report_store import ReportStore
+from precompute_assets.core.settings import Settings
 
 # The settings a resource carries; the rest come from the environment of the process using it.
 RESOURCE_SETTINGS = ("source_url", "store_url", "batch_size", "max_shards", "cache_url")

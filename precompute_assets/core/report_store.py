@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from precompute_assets.contract import REPORT_COLUMNS
-from precompute_assets.db import dialect_insert, snapshot_transaction, write_transaction
-from precompute_assets.store_schema import (
+from precompute_assets.core.db import dialect_insert, snapshot_transaction, write_transaction
+from precompute_assets.core.schema import (
     create_store_schema,
     headers,
     is_missing_table,

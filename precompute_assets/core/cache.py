@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlparse
 
-from precompute_assets.db import DatabaseUnavailableError, safe_url
+from precompute_assets.core.db import DatabaseUnavailableError, safe_url
 
 DEFAULT_TTL_S = 7 * 86_400
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")

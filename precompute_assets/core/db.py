@@ -70,11 +70,12 @@ def create_engine_for(
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
+        connect_args = {}
         if read_only:
-            # Beside any options the URL gives (a search_path, say).
-            options = f"{parsed.query.get('options', '')} -c default_transaction_read_only=on"
-            parsed = parsed.update_query_dict({"options": options.strip()})
-        return sa.create_engine(parsed, pool_pre_ping=True)
+            # Beside any options the URL gives (a search_path, say), which this replaces.
+            given = parsed.query.get("options", "")
+            connect_args["options"] = f"{given} -c default_transaction_read_only=on".strip()
+        return sa.create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
     if parsed.database and parsed.database != ":memory:":
         path = Path(parsed.database)
         if (must_exist or read_only) and missing_sqlite_file(parsed):

@@ -23,10 +23,10 @@ from typing import Any
 from sqlalchemy import Engine
 
 from precompute_assets.contract import ReportTool
-from precompute_assets.db import connect
-from precompute_assets.report_store import ReportHeader, ReportStore
-from precompute_assets.settings import RefreshSettings
-from precompute_assets.window import window_start
+from precompute_assets.core.db import connect
+from precompute_assets.core.report_store import ReportHeader, ReportStore
+from precompute_assets.core.settings import RefreshSettings
+from precompute_assets.core.window import window_start
 
 
 class Reason(StrEnum):

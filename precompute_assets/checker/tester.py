@@ -85,13 +85,13 @@ from precompute_assets.contract import (
     ScopeNotFoundError,
     validate_report,
 )
-from precompute_assets.db import connect
-from precompute_assets.ledger import decode, encode
-from precompute_assets.plan import JobPlan, plan_shards
-from precompute_assets.reader import UnknownScopeError
-from precompute_assets.settings import Settings
-from precompute_assets.text import format_table
-from precompute_assets.window import reference_params
+from precompute_assets.core.db import connect
+from precompute_assets.core.ledger import decode, encode
+from precompute_assets.core.plan import JobPlan, plan_shards
+from precompute_assets.core.reader import UnknownScopeError
+from precompute_assets.core.settings import Settings
+from precompute_assets.core.text import format_table
+from precompute_assets.core.window import reference_params
 
 PROPERTIES: tuple[str, ...] = (
     "deterministic",

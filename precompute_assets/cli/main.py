@@ -12,16 +12,21 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
-from precompute_assets.db import (
+from precompute_assets.core.db import (
     DatabaseUnavailableError,
     connect,
     create_engine_for,
     missing_sqlite_file,
     safe_url,
 )
-from precompute_assets.reader import NoReportError, Report, ReportReader, UnknownScopeError
-from precompute_assets.registry import ToolContractError, UnknownToolError, get_tool, load_tools
-from precompute_assets.settings import RefreshSettings, Settings, SettingsError
+from precompute_assets.core.reader import NoReportError, Report, ReportReader, UnknownScopeError
+from precompute_assets.core.registry import (
+    ToolContractError,
+    UnknownToolError,
+    get_tool,
+    load_tools,
+)
+from precompute_assets.core.settings import RefreshSettings, Settings, SettingsError
 
 EXPECTED_ERRORS = (
     UnknownToolError,
@@ -107,9 +112,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from precompute_assets.demo import format_summary, run_demo
-    from precompute_assets.demo_source import DemoScale
-    from precompute_assets.runs import RunFailedError, project_instance
+    from precompute_assets.demo.run import format_summary, run_demo
+    from precompute_assets.demo.source import DemoScale
+    from precompute_assets.orchestration.runs import RunFailedError, project_instance
 
     started = time.perf_counter()
     scale = DemoScale(
@@ -156,7 +161,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from precompute_assets.status import fleet_status, format_status
+    from precompute_assets.core.status import fleet_status, format_status
 
     tool = get_tool(load_tools(), args.tool)
     settings = Settings.from_env()
@@ -171,7 +176,11 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _refresh(args: argparse.Namespace) -> int:
-    from precompute_assets.runs import project_instance, refresh_in_background, refresh_scope
+    from precompute_assets.orchestration.runs import (
+        project_instance,
+        refresh_in_background,
+        refresh_scope,
+    )
 
     settings = Settings.from_env()
     tool = get_tool(load_tools(), args.tool)
@@ -193,7 +202,7 @@ def _refresh(args: argparse.Namespace) -> int:
 
 
 def _touch(args: argparse.Namespace) -> int:
-    from precompute_assets.demo_source import touch_space
+    from precompute_assets.demo.source import touch_space
 
     settings = Settings.from_env()
     scopes = args.scopes
@@ -212,9 +221,9 @@ def _touch(args: argparse.Namespace) -> int:
 
 
 def _check_tool(args: argparse.Namespace) -> int:
-    from precompute_assets.checker import check_tool, format_check
+    from precompute_assets.checker.tester import check_tool, format_check
     from precompute_assets.contract import MalformedReportError
-    from precompute_assets.db import check_reachable
+    from precompute_assets.core.db import check_reachable
 
     settings = Settings.from_env()
     tool = get_tool(load_tools(), args.tool)

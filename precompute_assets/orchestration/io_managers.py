@@ -24,11 +24,11 @@ from pydantic import Field
 from sqlalchemy import Engine
 
 from precompute_assets.contract import Extent
-from precompute_assets.db import create_engine_for, safe_url, write_transaction
-from precompute_assets.job import ShardResult
-from precompute_assets.plan import JobPlan, Shard, ShardTask
-from precompute_assets.settings import DAY_S, Settings
-from precompute_assets.store_schema import create_store_schema, step_outputs
+from precompute_assets.core.db import create_engine_for, safe_url, write_transaction
+from precompute_assets.core.phases import ShardResult
+from precompute_assets.core.plan import JobPlan, Shard, ShardTask
+from precompute_assets.core.schema import create_store_schema, step_outputs
+from precompute_assets.core.settings import DAY_S, Settings
 
 # Long enough to re-execute a failed run from failure, short enough that a fleet's daily runs do
 # not pile up: a few kilobytes per run.

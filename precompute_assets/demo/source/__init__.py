@@ -5,7 +5,7 @@ command line can build a source without the orchestrator. See ``generate`` for t
 shape and the edge cases it guarantees, and ``schema`` for the tables.
 """
 
-from precompute_assets.demo_source.generate import (
+from precompute_assets.demo.source.generate import (
     FIELD_LIMIT,
     REFERENCE_TIME,
     WORK_TYPE_LIMIT,

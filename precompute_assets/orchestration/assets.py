@@ -33,12 +33,12 @@ from dagster import (
 )
 
 from precompute_assets.contract import ReportTool
-from precompute_assets.db import DatabaseUnavailableError
-from precompute_assets.job import ShardResult, finalise_job, open_job, run_shard
-from precompute_assets.ledger import OPEN
-from precompute_assets.plan import JobPlan, Shard, ShardTask
-from precompute_assets.report_store import ReportHeader
-from precompute_assets.resources import PrecomputeResource
+from precompute_assets.core.db import DatabaseUnavailableError
+from precompute_assets.core.ledger import OPEN
+from precompute_assets.core.phases import ShardResult, finalise_job, open_job, run_shard
+from precompute_assets.core.plan import JobPlan, Shard, ShardTask
+from precompute_assets.core.report_store import ReportHeader
+from precompute_assets.orchestration.resources import PrecomputeResource
 
 DEFAULT_RETRY_POLICY = RetryPolicy(
     max_retries=3, delay=1.0, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS

@@ -27,19 +27,19 @@ from dagster import (
 # execute_job cannot take a run id, and `refresh --no-wait` names the run before it exists.
 from dagster._core.execution.api import execute_run
 
-from precompute_assets.cache import cache_from_url, check_cache_reachable
 from precompute_assets.contract import ReportTool
-from precompute_assets.db import check_reachable, create_engine_for
-from precompute_assets.definitions import build_definitions, report_job_name
-from precompute_assets.executors import execution_run_config, executor_for
-from precompute_assets.factory import DEFAULT_RETRY_POLICY, scopes_partitions
-from precompute_assets.reader import UnknownScopeError
-from precompute_assets.refresh import Reason, RefreshRequest, ScopeState, run_key, scope_states
-from precompute_assets.registry import get_tool, load_tools
-from precompute_assets.report_store import ReportStore
-from precompute_assets.resources import PrecomputeResource
-from precompute_assets.sensors import refresh_tags
-from precompute_assets.settings import ExecutorSettings, Settings
+from precompute_assets.core.cache import cache_from_url, check_cache_reachable
+from precompute_assets.core.db import check_reachable, create_engine_for
+from precompute_assets.core.reader import UnknownScopeError
+from precompute_assets.core.refresh import Reason, RefreshRequest, ScopeState, run_key, scope_states
+from precompute_assets.core.registry import get_tool, load_tools
+from precompute_assets.core.report_store import ReportStore
+from precompute_assets.core.settings import ExecutorSettings, Settings
+from precompute_assets.orchestration.assets import DEFAULT_RETRY_POLICY, scopes_partitions
+from precompute_assets.orchestration.definitions import build_definitions, report_job_name
+from precompute_assets.orchestration.executors import execution_run_config, executor_for
+from precompute_assets.orchestration.resources import PrecomputeResource
+from precompute_assets.orchestration.sensors import refresh_tags
 
 if TYPE_CHECKING:
     from dagster._core.definitions.reconstruct import ReconstructableJob

@@ -12,12 +12,12 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from precompute_assets.contract import REPORT_COLUMNS, ReportTool
-from precompute_assets.db import check_reachable, connect, create_engine_for
-from precompute_assets.registry import get_tool
-from precompute_assets.report_store import ReportHeader, ReportStore
-from precompute_assets.settings import Settings
-from precompute_assets.text import human_age
-from precompute_assets.window import window_start
+from precompute_assets.core.db import check_reachable, connect, create_engine_for
+from precompute_assets.core.registry import get_tool
+from precompute_assets.core.report_store import ReportHeader, ReportStore
+from precompute_assets.core.settings import Settings
+from precompute_assets.core.text import human_age
+from precompute_assets.core.window import window_start
 
 
 class NoReportError(LookupError):

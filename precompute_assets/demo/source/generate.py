@@ -50,8 +50,8 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from precompute_assets.db import create_engine_for, safe_url, unavailable, write_transaction
-from precompute_assets.demo_source import changes, schema
+from precompute_assets.core.db import create_engine_for, safe_url, unavailable, write_transaction
+from precompute_assets.demo.source import changes, schema
 
 GENERATOR_VERSION = "2"  # 2: space_changes and its triggers
 REFERENCE_TIME = 1_793_491_200  # 2026-11-01T00:00:00Z

@@ -1,0 +1,1 @@
+"""The contract checker: Apache Beam's ``CombineFnTester`` for report tools (``tester``)."""

@@ -1,0 +1,1 @@
+"""The ``precompute`` command line."""
