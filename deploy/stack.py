@@ -113,7 +113,7 @@ def prepare(config: StackConfig, env: Mapping[str, str]) -> None:
         os.environ.update(env)
         with DagsterInstance.get() as instance, data.connect() as source:
             for tool in load_tools().values():
-                register_scopes(instance, tool, sorted(tool.scopes(source)))
+                register_scopes(instance, tool, sorted(tool.catalogue.scopes(source)))
     finally:
         data.dispose()
 

@@ -1,15 +1,19 @@
 """Asynchronous pre-computed reports on Dagster.
 
-This package root exposes only the tool contract, so a tool can import it without Dagster.
-The Dagster definitions live in ``precompute_assets.orchestration.definitions``.
+This package root exposes what a tool author uses, and nothing that imports Dagster: the tool
+contract and the ready-made accumulators. The Dagster definitions live in
+``precompute_assets.orchestration.definitions``; the demo source's space catalogue is
+``precompute_assets.demo.Spaces``.
 """
 
+from precompute_assets.accumulators import Usage, UsageTool, count_uses, scan_usage, usage_of
 from precompute_assets.contract import (
     REPORT_COLUMNS,
     Batch,
     Extent,
     MalformedReportError,
     ReportTool,
+    ScopeCatalogue,
     ScopeNotFoundError,
 )
 
@@ -19,5 +23,11 @@ __all__ = [
     "Extent",
     "MalformedReportError",
     "ReportTool",
+    "ScopeCatalogue",
     "ScopeNotFoundError",
+    "Usage",
+    "UsageTool",
+    "count_uses",
+    "scan_usage",
+    "usage_of",
 ]

@@ -1,19 +1,21 @@
 """The tool contract: what a report tool implements, and nothing about how it is run.
 
-A tool never imports Dagster; the framework never knows what the tool's entities are.
+A tool is two parts, as small as Apache Beam's CombineFn: a **scope catalogue** (which scopes
+the source holds, whose they are, how each one stands) and the **combine function** of its
+report (``scan``, ``merge``, ``empty``, ``finalise``). A tool never imports Dagster; the
+framework never knows what the tool's entities are.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-import pandas as pd
-from sqlalchemy import Connection
+if TYPE_CHECKING:
+    import pandas as pd
+    from sqlalchemy import Connection
 
 C = TypeVar("C")
 
@@ -31,9 +33,10 @@ REPORT_COLUMNS: tuple[str, ...] = (
 class Extent:
     """What ``initialise`` found: the entity keys to scan now, and the source's watermark.
 
-    ``params`` are per-job values fixed at initialise (a reference time, say) and handed to
-    every scan and to finalise, so that a retried or resumed batch computes the same thing.
-    They must be JSON values.
+    ``params`` are the tool's per-job values (a space's id, say), fixed when the job opens and
+    handed to every scan and to finalise, so that a retried or resumed batch computes the same
+    thing. The framework adds its reference times to them (``as_of``, ``since``: see
+    ``ReportTool``). They must be JSON values.
     """
 
     first_key: int
@@ -41,6 +44,7 @@ class Extent:
     entity_count: int
     watermark: str
     params: Mapping[str, Any] = field(default_factory=dict)
+    tenant: str | None = None  # the scope's owner, as ``ScopeCatalogue.scopes`` names it
 
 
 @dataclass(frozen=True)
@@ -54,55 +58,91 @@ class Batch:
     params: Mapping[str, Any] = field(default_factory=dict)
 
 
+class ScopeCatalogue(ABC):
+    """Which scopes a source holds, whose they are, and how each one stands.
+
+    The refresh policy asks these of many scopes at once, on every sensor tick: each method is
+    one query for all the scopes asked, never one query per scope. Laws:
+
+    - ``scopes`` names every scope with its tenant (the owner whose admins may read its report).
+    - ``watermark`` changes whenever any row the tool's report reads changes, whoever writes it,
+      deletions included. A maximum timestamp is not a watermark: one future timestamp freezes
+      it, and a deletion does not move it. A change counter kept by triggers is.
+    - ``initialise`` reads the scope's key range and its watermark from one snapshot.
+    - A scope the source does not hold is absent from ``utilisation`` and ``watermark``;
+      ``initialise`` raises ``ScopeNotFoundError`` for it.
+    """
+
+    @abstractmethod
+    def scopes(self, source: Connection) -> dict[str, str]:
+        """Every scope the source holds now, with its tenant."""
+
+    @abstractmethod
+    def initialise(self, source: Connection, scope: str) -> Extent:
+        """Bound a job for ``scope``: its entity key range, its watermark, the tool's params."""
+
+    @abstractmethod
+    def utilisation(self, source: Connection, scopes: Sequence[str]) -> dict[str, float]:
+        """How close each scope is to its limit, 0.0 to 1.0 (or above, when over the limit)."""
+
+    @abstractmethod
+    def watermark(self, source: Connection, scopes: Sequence[str]) -> dict[str, str]:
+        """A value that changes whenever anything a scope's report reads changes."""
+
+
 class ReportTool(ABC, Generic[C]):
     """A pre-computed report, in the shape of Apache Beam's CombineFn.
 
     Lifecycle of one job for one scope:
 
-    1. ``initialise(source, scope)`` bounds the job: the key range of the entities to scan and
-       the source watermark, read once.
-    2. ``scan(source, batch)`` returns the contribution of one batch of keys. The framework calls
-       it for many batches, in parallel, in any order, and more than once for the same batch.
-    3. ``merge(a, b)`` folds contributions; ``empty()`` is the fold's start.
-    4. ``finalise(source, scope, total, params)`` turns the fold of every batch into report rows.
+    1. ``catalogue.initialise(source, scope)`` bounds the job: the key range to scan, the
+       watermark, the tool's params. The framework cuts the range into batches.
+    2. ``scan(source, batch)`` returns the contribution of one batch, its *accumulator*. The
+       framework calls it for many batches, in parallel, in any order, and more than once.
+    3. ``merge(accumulators)`` folds accumulators; ``empty()`` is the fold's start.
+    4. ``finalise(source, scope, total, params)`` turns the fold of every batch into rows.
 
-    Laws the framework relies on (and ``precompute check-tool`` verifies):
+    Laws the framework relies on (``precompute check-tool`` verifies them):
 
     - ``scan`` is a pure function of the batch and the source: idempotent, thread-safe and
       order-agnostic. Push the work into SQL over the batch's key range.
-    - ``merge`` is associative and commutative, and ``empty()`` is its identity.
-    - Contributions are JSON values (dicts with string keys, lists, numbers, strings), because
-      the framework checkpoints every batch's contribution in its ledger.
+    - ``merge`` is associative and commutative, and ``empty()`` is its identity. It takes any
+      number of accumulators; it may change and return the first one, never the others.
+    - Accumulators are JSON values (dicts with string keys, lists, numbers, strings, null):
+      the framework checkpoints each batch's accumulator in its ledger.
+    - ``finalise(source, scope, empty(), params)`` lists every entity the report covers, each
+      unused by the fold of no batch: the report's completeness check compares a report with it.
+    - Every batch's ``params`` hold ``as_of`` (the job's start, unix seconds) and, for a tool
+      with ``window_days``, ``since``: that many days before the UTC midnight of the job's day.
 
-    Three cheap bulk queries serve the refresh policy: ``scopes``, ``utilisation`` and
-    ``watermark``, each one query for many scopes, never one query per scope.
+    ``precompute_assets.accumulators`` has accumulators ready made, with their ``merge`` and
+    ``empty``: a tool using one writes ``scan`` and ``finalise``.
 
     Example::
 
-        class UnusedLabels(ReportTool[dict]):
+        class UnusedLabels(UsageTool):
             name = "unused_labels"
             entity_type = "label"
-            ...
+            catalogue = Spaces(counted="space_labels", limit=500)
+
+            def scan(self, source, batch): ...
+            def finalise(self, source, scope, total, params): ...
     """
 
     name: ClassVar[str]
     entity_type: ClassVar[str]
     description: ClassVar[str] = ""
-    # Days of history the report looks at, back from the UTC midnight of the job's day; the
-    # framework passes its start to every scan as ``params["since"]`` (see ``window.py``).
+    # Days of history the report looks at, back from the UTC midnight of the job's day.
     window_days: ClassVar[int | None] = None
-
-    @abstractmethod
-    def initialise(self, source: Connection, scope: str) -> Extent:
-        """Bound the job for ``scope``: the entity key range and the source watermark."""
+    catalogue: ClassVar[ScopeCatalogue]
 
     @abstractmethod
     def scan(self, source: Connection, batch: Batch) -> C:
-        """The contribution of the entities in ``batch`` (a pure function of batch and source)."""
+        """The accumulator of the entities in ``batch`` (a pure function of batch and source)."""
 
     @abstractmethod
-    def merge(self, a: C, b: C) -> C:
-        """Combine two contributions; associative and commutative."""
+    def merge(self, accumulators: Sequence[C]) -> C:
+        """Combine accumulators (associative, commutative); may change the first and return it."""
 
     @abstractmethod
     def empty(self) -> C:
@@ -115,21 +155,10 @@ class ReportTool(ABC, Generic[C]):
         """Report rows for ``scope`` from the fold of every batch, in ``REPORT_COLUMNS`` shape.
 
         ``entity_id`` is unique per row; ``last_used`` is a UTC timestamp or unix seconds, or
-        missing; ``detail`` is a JSON-able dict of tool-specific fields. ``entity_type`` may be
-        omitted and defaults to the tool's.
+        missing; ``detail`` is a JSON-able dict of tool-specific fields, with what the source
+        had odd about the entity under ``"anomalies"`` (``{"values_without_time": 2}``), which
+        the framework adds up over the report. ``entity_type`` may be omitted.
         """
-
-    @abstractmethod
-    def scopes(self, source: Connection) -> list[str]:
-        """Every scope the source holds now."""
-
-    @abstractmethod
-    def utilisation(self, source: Connection, scopes: Sequence[str]) -> dict[str, float]:
-        """How close each scope is to its limit, 0.0 to 1.0 (or above when over the limit)."""
-
-    @abstractmethod
-    def watermark(self, source: Connection, scopes: Sequence[str]) -> dict[str, str]:
-        """A value that changes whenever a scope's report would change; absent for unknown."""
 
 
 class ScopeNotFoundError(LookupError):
@@ -138,68 +167,3 @@ class ScopeNotFoundError(LookupError):
 
 class MalformedReportError(ValueError):
     """A tool's finalise returned rows that do not fit the report shape."""
-
-
-def validate_report(tool: ReportTool[Any], scope: str, rows: pd.DataFrame) -> pd.DataFrame:
-    """The rows in the stored shape, or MalformedReportError naming the tool, scope and fault."""
-
-    def fail(problem: str) -> MalformedReportError:
-        return MalformedReportError(
-            f"tool {tool.name!r}, scope {scope!r}: malformed report: {problem}"
-        )
-
-    if not isinstance(rows, pd.DataFrame):
-        raise fail(f"finalise returned {type(rows).__name__}, not a pandas DataFrame")
-    rows = rows.copy()
-    if "entity_type" not in rows.columns:
-        rows["entity_type"] = tool.entity_type
-    missing = [column for column in REPORT_COLUMNS if column not in rows.columns]
-    if missing:
-        raise fail(f"missing columns {missing}")
-    if rows["entity_id"].isna().any():
-        raise fail("entity_id has missing values")
-    rows["entity_id"] = rows["entity_id"].astype(str)
-    duplicated = rows.loc[rows["entity_id"].duplicated(), "entity_id"].tolist()
-    if duplicated:
-        raise fail(f"entity_id not unique: {duplicated[:5]}")
-    if (
-        not rows["unused"]
-        .map(lambda value: isinstance(value, bool | int) and value in (0, 1))
-        .all()
-    ):
-        raise fail("unused must be a boolean")
-    rows["unused"] = rows["unused"].astype(bool)
-    counts = pd.to_numeric(rows["usage_count"], errors="coerce")
-    if counts.isna().any() or (counts < 0).any() or not (counts == counts.round()).all():
-        raise fail("usage_count must be a non-negative integer")
-    rows["usage_count"] = counts.astype("int64")
-    # Whole seconds, as the report store keeps them, so a report reads back as it was written.
-    rows["last_used"] = _as_utc(rows["last_used"], fail).dt.floor("s").astype("datetime64[s, UTC]")
-    if not rows["detail"].map(_is_json_object).all():
-        raise fail("detail must be a JSON-serialisable dict or missing")
-    return rows.loc[:, list(REPORT_COLUMNS)].reset_index(drop=True)
-
-
-def _as_utc(values: pd.Series, fail: Callable[[str], Exception]) -> pd.Series:
-    """Timestamps as UTC; numbers (with gaps) are unix seconds."""
-    try:
-        if pd.api.types.is_datetime64_any_dtype(values):
-            return pd.to_datetime(values, utc=True)
-        numbers = pd.to_numeric(values, errors="coerce")
-        if numbers.notna().sum() == values.notna().sum():
-            return pd.to_datetime(numbers, unit="s", utc=True)
-        return pd.to_datetime(values, utc=True)
-    except (ValueError, TypeError, OverflowError) as error:
-        raise fail(f"last_used is not a time: {error}") from error
-
-
-def _is_json_object(value: Any) -> bool:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return True
-    if not isinstance(value, dict):
-        return False
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True

@@ -1,6 +1,7 @@
 """The code location of ``tests/test_daemon.py``: the project's tools and ``slow_fields``.
 
-``slow_fields`` is ``unused_fields`` taking ``SLOW_FIELDS_SCAN_S`` seconds per batch, and
+``failing_fields`` raises in every scan, as a tool with a bug would. ``slow_fields`` is
+``unused_fields`` taking ``SLOW_FIELDS_SCAN_S`` seconds per batch, and
 appending ``"<pid> <batch index>"`` to ``SLOW_FIELDS_LOG`` as each scan starts, so a test can
 find the process of a run mid-scan, kill it, and see which batches a retry scanned again.
 """
@@ -27,4 +28,19 @@ class SlowFields(UnusedFields):
         return super().scan(source, batch)
 
 
-defs = build_definitions({**load_tools(autoload=False), SlowFields.name: SlowFields()})
+class FailingFields(UnusedFields):
+    """A tool with a bug: every scan raises."""
+
+    name = "failing_fields"
+
+    def scan(self, source, batch):
+        raise ValueError("a bug in failing_fields")
+
+
+defs = build_definitions(
+    {
+        **load_tools(autoload=False),
+        SlowFields.name: SlowFields(),
+        FailingFields.name: FailingFields(),
+    }
+)

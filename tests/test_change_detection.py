@@ -386,18 +386,18 @@ def test_every_kind_of_write_by_hand_moves_the_watermark_of_its_space_only(
     engine = create_engine_for(url)
     tool = UnusedFields()
     with engine.connect() as connection:
-        scopes = tool.scopes(connection)
+        scopes = list(tool.catalogue.scopes(connection))
         space, other = scopes[0], scopes[1]
         space_id = connection.exec_driver_sql(
             f"SELECT id FROM spaces WHERE key = '{space}'"
         ).scalar()
     for what, statement in HAND_WRITES:
         with engine.connect() as connection:
-            before = tool.watermark(connection, scopes)
+            before = tool.catalogue.watermark(connection, scopes)
         with engine.begin() as connection:
             assert connection.execute(sa.text(statement), {"space": space_id}).rowcount > 0, what
         with engine.connect() as connection:
-            after = tool.watermark(connection, scopes)
+            after = tool.catalogue.watermark(connection, scopes)
         assert int(after[space]) > int(before[space]), what
         assert after[other] == before[other], f"{what} moved another space's watermark"
     engine.dispose()

@@ -7,6 +7,8 @@ case that shows it. No mocks: every check scans and finalises against a generate
 
 from __future__ import annotations
 
+import copy
+import functools
 import random
 import re
 import time
@@ -15,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine
 
-from precompute_assets.checker.tester import (
+from precompute_assets.checker import (
     PROPERTIES,
     ContractViolation,
     assert_tool_obeys_contract,
@@ -69,7 +71,7 @@ def test_check_tool_command_prints_what_it_checked_and_exits_0(cli_env, capsys, 
 
 def test_check_tool_command_checks_the_scope_it_is_given(cli_env, capsys, tools, source):
     with source.connect() as connection:
-        scope = tools["unused_work_types"].scopes(connection)[-2]
+        scope = list(tools["unused_work_types"].catalogue.scopes(connection))[-2]
     assert main(["check-tool", "unused_work_types", "--scope", scope]) == 0
     assert f"on scope {scope} (as asked)" in capsys.readouterr().out
 
@@ -101,22 +103,33 @@ class CountsItsScans(UnusedWorkTypes):
         return {key: [count + self.scans, *rest] for key, (count, *rest) in usage.items()}
 
 
-class FirstWriterWins(UnusedWorkTypes):
+class Pairwise:
+    """A merge written for two accumulators (``merge_two``), folded over any number of them."""
+
+    def merge(self, accumulators):
+        return functools.reduce(self.merge_two, accumulators)
+
+    def usage_merge(self, a, b):
+        """The built-in merge of two usage accumulators, changing neither."""
+        return UnusedWorkTypes.merge(self, [copy.deepcopy(a), copy.deepcopy(b)])
+
+
+class FirstWriterWins(Pairwise, UnusedWorkTypes):
     """Not commutative: a key's value from the left contribution wins instead of adding up."""
 
     name = "first_writer_wins"
 
-    def merge(self, a, b):
+    def merge_two(self, a, b):
         return {**b, **a}
 
 
-class AveragesCounts(UnusedWorkTypes):
+class AveragesCounts(Pairwise, UnusedWorkTypes):
     """Not associative: counts are averaged (commutative, with {} as identity)."""
 
     name = "averages_counts"
 
-    def merge(self, a, b):
-        merged = super().merge(a, b)
+    def merge_two(self, a, b):
+        merged = self.usage_merge(a, b)
         for key in a.keys() & b.keys():
             merged[key] = [(a[key][0] + b[key][0]) // 2, *merged[key][1:]]
         return merged
@@ -131,7 +144,7 @@ class StartsAtOne(UnusedWorkTypes):
         return {"1": [1, None, 0, 0]}
 
 
-class IntKeysAndTuples(UnusedWorkTypes):
+class IntKeysAndTuples(Pairwise, UnusedWorkTypes):
     """Not serialisable: int keys and tuples, which the ledger's JSON turns into str and lists."""
 
     name = "int_keys_and_tuples"
@@ -139,8 +152,9 @@ class IntKeysAndTuples(UnusedWorkTypes):
     def scan(self, source, batch):
         return {int(key): tuple(value) for key, value in super().scan(source, batch).items()}
 
-    def merge(self, a, b):
-        return {key: tuple(value) for key, value in super().merge(a, b).items()}
+    def merge_two(self, a, b):
+        lists = [{str(key): list(value) for key, value in c.items()} for c in (a, b)]
+        return {int(key): tuple(value) for key, value in self.usage_merge(*lists).items()}
 
     def finalise(self, source, scope, total, params):
         total = {str(key): list(value) for key, value in total.items()}
@@ -178,7 +192,7 @@ class CountsBatchesNotItems(UnusedFields):
         return {key: [min(recent, 1), *rest] for key, (recent, *rest) in usage.items()}
 
 
-class ForgetsAfterFourBatches(UnusedWorkTypes):
+class ForgetsAfterFourBatches(Pairwise, UnusedWorkTypes):
     """Not associative on partial totals only, as a merge that truncates big totals would be.
 
     A total of four batches or more ignores what is merged into it. Pairs and triples of single
@@ -190,10 +204,10 @@ class ForgetsAfterFourBatches(UnusedWorkTypes):
     def scan(self, source, batch):
         return {**super().scan(source, batch), "batches": [batch.index]}
 
-    def merge(self, a, b):
+    def merge_two(self, a, b):
         batches = sorted(set(a.get("batches", [])) | set(b.get("batches", [])))
         full = len(a.get("batches", [])) >= 4
-        usage = _usage(a) if full else super().merge(_usage(a), _usage(b))
+        usage = _usage(a) if full else self.usage_merge(_usage(a), _usage(b))
         return {**usage, "batches": batches} if batches else usage
 
     def finalise(self, source, scope, total, params):

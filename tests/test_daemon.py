@@ -230,9 +230,10 @@ def _compute_every_report(home: Path, source_url: str, store_url: str) -> set[st
     defs = build_definitions(tools, precompute)
     with DagsterInstance.from_config(str(home)) as instance:
         with source_connection(source_url) as source:
-            scopes = tools[TOOL].scopes(source)
+            scopes = list(tools[TOOL].catalogue.scopes(source))
         register_scopes(instance, tools[TOOL], scopes)
         instance.add_dynamic_partitions(f"{SLOW}_scopes", scopes)
+        instance.add_dynamic_partitions("failing_fields_scopes", scopes)
         results = [materialise_scope(defs, tools[TOOL], scope, instance) for scope in scopes]
     assert all(result.success for result in results)
     return {result.run_id for result in results}
@@ -401,3 +402,16 @@ def test_a_run_past_its_maximum_runtime_is_stopped(deployment: Deployment):
     ]
     assert any("maximum runtime of 3 seconds" in message for message in messages), messages
     assert run["status"] == "FAILURE", run
+
+
+def test_a_run_that_failed_on_a_tool_error_is_not_retried(deployment: Deployment):
+    """Run retries are for crashed runs: a tool's bug failed its step, which no retry mends."""
+    scope = _largest_scope(deployment.source_url)
+    run_id = deployment.client.submit_job_execution(
+        "failing_fields_job", tags={"dagster/partition": scope}
+    )
+    [run] = deployment.wait_for_runs_to_end("failing_fields_job", 1)
+    assert (run["runId"], run["status"]) == (run_id, "FAILURE")
+    # The retry daemon looks at failures every few seconds; a retry would be there by now.
+    time.sleep(20)
+    assert [r["runId"] for r in deployment.runs("failing_fields_job")] == [run_id]

@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 from conftest import run_partition, source_connection
-from dagster import DagsterEventType, materialize
+from dagster import DagsterEventType, asset, materialize
 from ground_truth import comparable, unused_fields_truth, unused_work_types_truth
 
 from precompute_assets.core.window import reference_params
-from precompute_assets.orchestration.assets import build_report_asset
-from precompute_assets.orchestration.definitions import build_definitions
+from precompute_assets.orchestration.assets import build_report_asset, scopes_partitions
+from precompute_assets.orchestration.definitions import build_definitions, report_resources
 from tool_plugins.unused_fields import UnusedFields
 from tool_plugins.unused_work_types import UnusedWorkTypes
 
@@ -31,7 +31,7 @@ def test_materialize_one_partition_commits_the_report(tools, precompute, instanc
         [build_report_asset(tool)],
         partition_key=scope,
         instance=instance,
-        resources={"precompute": precompute},
+        resources=report_resources(precompute),
     )
     assert result.success
     [materialisation] = result.asset_materializations_for_node("unused_fields_report")
@@ -44,6 +44,35 @@ def test_materialize_one_partition_commits_the_report(tools, precompute, instanc
     assert metadata["dagster/row_count"].value == len(rows)
     assert metadata["utilisation"].value == pytest.approx(len(rows) / 700)
     assert materialisation.partition == scope
+
+
+def test_a_downstream_asset_loads_the_report_from_the_store(tools, precompute, instance):
+    """The report is the asset's value: an asset that depends on it gets its rows."""
+    tool = tools["unused_fields"]
+    scope = _all_scopes(precompute.source_url)[0]
+    instance.add_dynamic_partitions("unused_fields_scopes", [scope])
+    seen = {}
+
+    @asset(partitions_def=scopes_partitions(tool))
+    def unused_field_names(unused_fields_report: pd.DataFrame) -> list[str]:
+        seen["rows"] = unused_fields_report
+        unused = unused_fields_report[unused_fields_report["unused"]]
+        return sorted(detail["name"] for detail in unused["detail"])
+
+    report = build_report_asset(tool)
+    resources = report_resources(precompute)
+    assert materialize([report], partition_key=scope, instance=instance, resources=resources)
+    # Only the downstream asset runs: its input comes from the report store, not a step output.
+    assert materialize(
+        [report.to_source_asset(), unused_field_names],
+        partition_key=scope,
+        instance=instance,
+        resources=resources,
+    ).success
+    header, rows = precompute.store().read("unused_fields", scope)
+    pd.testing.assert_frame_equal(seen["rows"], rows)
+    assert seen["rows"].attrs["header"]["generation"] == header.generation
+    assert header.unused_count == len(seen["rows"][seen["rows"]["unused"]]) > 0
 
 
 def test_reports_equal_ground_truth_for_every_space(defs, precompute, instance):

@@ -105,4 +105,4 @@ def test_a_run_with_the_multiprocess_config_gives_the_in_process_report(
 
 def _scopes(precompute: PrecomputeResource, tools) -> list[str]:
     with connect(precompute.source_engine()) as source:
-        return tools[TOOL].scopes(source)
+        return list(tools[TOOL].catalogue.scopes(source))

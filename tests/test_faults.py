@@ -26,7 +26,7 @@ class RecordingFields(UnusedFields):
             self.fail_once.discard(batch.index)
             raise ConnectionError("source dropped the connection")
         if batch.index in self.fail_always:
-            raise ConnectionError("source is down")
+            raise ValueError("a bug in the tool")
         return super().scan(source, batch)
 
 
@@ -83,13 +83,18 @@ def test_a_run_after_a_failed_run_rescans_only_missing_batches(precompute, insta
     pd.testing.assert_frame_equal(_rows(precompute, tool.name, scope), clean)
 
 
-def test_a_scan_error_names_tool_scope_and_batch(precompute, instance):
+def test_a_tool_error_fails_at_once_naming_tool_scope_and_batch(precompute, instance):
+    """A deterministic failure runs once: no op retry, whatever the policy allows."""
     tool = RecordingFields()
     tool.fail_always = {0}
-    flaky_defs = build_definitions({tool.name: tool}, precompute, RetryPolicy(max_retries=0))
+    flaky_defs = build_definitions({tool.name: tool}, precompute, RetryPolicy(max_retries=3))
     scope = largest_scope(precompute)
     result = run_partition(flaky_defs, tool.name, scope, instance, raise_on_error=False)
+    assert not result.success
     failures = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
     message = failures[0].event_specific_data.error.to_string()
     assert f"tool 'recording_fields' failed to scan scope '{scope}', batch 0" in message
-    assert "source is down" in message
+    assert "a bug in the tool" in message
+    retries = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_UP_FOR_RETRY]
+    assert retries == []
+    assert tool.scanned.count(0) == 1, "batch 0 was scanned once"

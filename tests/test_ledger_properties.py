@@ -1,9 +1,10 @@
 """Property-based: whatever happens to batches, the report is the fold of distinct batches.
 
 A Hypothesis state machine drives the framework's own phase functions
-(``precompute_assets.core.phases``) against a real source, a real SQLite ledger and the real
-Redis tier: it delivers batches in any order, redelivers them, crashes scans before their
-checkpoint, evicts contributions from the cache tier, runs whole shards, and finalises. After
+(``precompute_assets.core.phases``) against a real source and a real SQLite ledger, with the real
+Redis tier (``TestLedgerMachine``) and without it (``TestSqlLedgerMachine``): it delivers batches
+in any order, redelivers them, crashes scans before their checkpoint, loses contributions (an
+eviction from the tier, a row gone from the ledger), runs whole shards, and finalises. After
 every finalise the stored report must equal the reference report, a plain fold over every
 distinct batch.
 """
@@ -27,13 +28,13 @@ from precompute_assets.core.cache import RedisCache, contribution_key
 from precompute_assets.core.db import create_engine_for, sqlite_url
 from precompute_assets.core.ledger import Ledger
 from precompute_assets.core.phases import (
-    ScanError,
     finalise_job,
     open_job,
     run_shard,
     scan_and_record,
 )
 from precompute_assets.core.report_store import ReportStore
+from precompute_assets.core.schema import batches
 from precompute_assets.demo.source import DemoScale, generate_source
 from tool_plugins.unused_fields import UnusedFields
 
@@ -75,6 +76,11 @@ def _comparable(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 class LedgerMachine(RuleBasedStateMachine):
+    """Against the Redis tier; ``SqlLedgerMachine`` against the SQL ledger alone."""
+
+    def make_cache(self) -> RedisCache | None:
+        return RedisCache(REDIS_URL)
+
     @initialize()
     def open(self) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="precompute-ledger-"))
@@ -82,7 +88,7 @@ class LedgerMachine(RuleBasedStateMachine):
         url, self.scope = _source()
         self.source = create_engine_for(url, must_exist=True)
         store_engine = create_engine_for(sqlite_url(self.folder / "store.db"))
-        self.cache = RedisCache(REDIS_URL)
+        self.cache = self.make_cache()
         self.ledger = Ledger(store_engine, self.cache)
         self.store = ReportStore(store_engine)
         self.plan = open_job(self.tool, self.scope, self.source, self.ledger, BATCH_SIZE)
@@ -96,12 +102,12 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def _reference(self) -> pd.DataFrame:
         """A plain fold over every distinct batch, in order, outside the ledger."""
-        from precompute_assets.contract import validate_report
+        from precompute_assets.core.rows import validate_report
 
         total = self.tool.empty()
         with self.source.connect() as connection:
             for index in range(self.plan.batch_count):
-                total = self.tool.merge(total, self.tool.scan(connection, self.plan.batch(index)))
+                total = self.tool.merge([total, self.tool.scan(connection, self.plan.batch(index))])
             rows = self.tool.finalise(connection, self.scope, total, self.plan.extent.params)
         return _comparable(validate_report(self.tool, self.scope, rows))
 
@@ -118,14 +124,25 @@ class LedgerMachine(RuleBasedStateMachine):
     def crash_mid_batch(self, data) -> None:
         index = self._batch(data)
         self.tool.crash_next = True
-        with self.source.connect() as connection, pytest.raises(ScanError, match="mid-batch"):
+        with self.source.connect() as connection, pytest.raises(ConnectionResetError):
             scan_and_record(self.tool, connection, self.ledger, self.plan, self.plan.batch(index))
 
     @rule(data=st.data())
-    def evict(self, data) -> None:
+    def lose(self, data) -> None:
+        """A contribution is lost: evicted from the cache tier, or its ledger row gone."""
         index = self._batch(data)
-        key = contribution_key(self.tool.name, self.scope, self.plan.job_id, index)
-        self.cache.delete_many([key])
+        if self.cache is not None:
+            key = contribution_key(self.tool.name, self.scope, self.plan.job_id, index)
+            self.cache.delete_many([key])
+            return
+        with self.ledger.engine.begin() as connection:
+            connection.execute(
+                batches.delete().where(
+                    (batches.c.tool == self.tool.name)
+                    & (batches.c.generation == self.plan.generation)
+                    & (batches.c.batch == index)
+                )
+            )
 
     @rule(data=st.data(), max_shards=st.integers(1, 4))
     def run_a_shard(self, data, max_shards) -> None:
@@ -169,8 +186,14 @@ def redis_available():
     cache_tier.client.flushdb()
 
 
+class SqlLedgerMachine(LedgerMachine):
+    def make_cache(self) -> RedisCache | None:
+        return None
+
+
 TestLedgerMachine = LedgerMachine.TestCase
-TestLedgerMachine.settings = settings(
+TestSqlLedgerMachine = SqlLedgerMachine.TestCase
+TestLedgerMachine.settings = TestSqlLedgerMachine.settings = settings(
     max_examples=60,
     stateful_step_count=25,
     deadline=None,

@@ -1,4 +1,7 @@
-"""Each tool's merge is associative and commutative, and empty() is its identity."""
+"""Each tool's merge is associative and commutative, empty() is its identity, and merge
+changes no accumulator but its first."""
+
+from copy import deepcopy
 
 import pytest
 from hypothesis import given
@@ -24,25 +27,28 @@ TOOLS = [UnusedFields(), UnusedWorkTypes()]
 @pytest.mark.parametrize("tool", TOOLS, ids=lambda tool: tool.name)
 @given(a=contributions, b=contributions, c=contributions)
 def test_merge_is_associative(tool, a, b, c):
-    assert tool.merge(tool.merge(a, b), c) == tool.merge(a, tool.merge(b, c))
+    left = tool.merge([tool.merge([deepcopy(a), deepcopy(b)]), deepcopy(c)])
+    right = tool.merge([deepcopy(a), tool.merge([deepcopy(b), deepcopy(c)])])
+    assert left == right == tool.merge([deepcopy(a), deepcopy(b), deepcopy(c)])
 
 
 @pytest.mark.parametrize("tool", TOOLS, ids=lambda tool: tool.name)
 @given(a=contributions, b=contributions)
 def test_merge_is_commutative(tool, a, b):
-    assert tool.merge(a, b) == tool.merge(b, a)
+    assert tool.merge([deepcopy(a), deepcopy(b)]) == tool.merge([deepcopy(b), deepcopy(a)])
 
 
 @pytest.mark.parametrize("tool", TOOLS, ids=lambda tool: tool.name)
 @given(a=contributions)
 def test_empty_is_the_identity(tool, a):
-    assert tool.merge(tool.empty(), a) == a
-    assert tool.merge(a, tool.empty()) == a
+    assert tool.merge([tool.empty(), deepcopy(a)]) == a
+    assert tool.merge([deepcopy(a), tool.empty()]) == a
+    assert tool.merge([tool.empty()]) == tool.empty()
 
 
 @pytest.mark.parametrize("tool", TOOLS, ids=lambda tool: tool.name)
-@given(a=contributions, b=contributions)
-def test_merge_does_not_mutate_its_inputs(tool, a, b):
-    before = (repr(a), repr(b))
-    tool.merge(a, b)
-    assert (repr(a), repr(b)) == before
+@given(a=contributions, b=contributions, c=contributions)
+def test_merge_changes_no_accumulator_but_its_first(tool, a, b, c):
+    before = (repr(b), repr(c))
+    tool.merge([a, b, c])
+    assert (repr(b), repr(c)) == before

@@ -14,11 +14,22 @@ from precompute_assets.orchestration.definitions import build_definitions
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+[README_CODE] = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+
+
 def _example_tool():
-    [code] = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
     namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
+    exec(compile(README_CODE, "README.md", "exec"), namespace)
     return namespace["StaleWorkTypes"]
+
+
+def test_the_readme_tool_imports_only_public_names():
+    imports = re.findall(r"^from (\S+) import (.+)$", README_CODE, flags=re.MULTILINE)
+    ours = [(module, names) for module, names in imports if module.startswith("precompute")]
+    assert ours == [
+        ("precompute_assets", "Batch, Usage, UsageTool, count_uses, usage_of"),
+        ("precompute_assets.demo", "Spaces"),
+    ]
 
 
 def test_the_readme_tool_is_valid_and_runs(precompute, instance):
@@ -28,7 +39,8 @@ def test_the_readme_tool_is_valid_and_runs(precompute, instance):
     assert run_partition(defs, "stale_work_types", scope, instance).success
 
     header, rows = precompute.store().read("stale_work_types", scope)
-    since = header.summary["params"]["as_of"] - 90 * 86_400
+    params = header.summary["params"]
+    assert params["since"] % 86_400 == 0, "90 days back from a UTC midnight"
     with source_connection(precompute.source_url) as source:
         recent = dict(
             source.execute(
@@ -36,10 +48,11 @@ def test_the_readme_tool_is_valid_and_runs(precompute, instance):
                     "SELECT a.work_type_id, COUNT(w.id) FROM spaces s"
                     " JOIN space_work_types a ON a.space_id = s.id"
                     " LEFT JOIN work_items w ON w.space_id = s.id"
-                    "  AND w.work_type_id = a.work_type_id AND w.created_at >= :since"
+                    "  AND w.work_type_id = a.work_type_id"
+                    "  AND w.created_at >= :since AND w.created_at <= :as_of"
                     " WHERE s.key = :scope GROUP BY a.work_type_id"
                 ),
-                {"scope": scope, "since": since},
+                {"scope": scope, "since": params["since"], "as_of": params["as_of"]},
             ).all()
         )
     assert dict(zip(rows["entity_id"], rows["usage_count"], strict=True)) == {

@@ -18,10 +18,8 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Connection, text
 
-from precompute_assets.contract import Batch
-from precompute_assets.demo.spaces import SpaceTool, Usage, merge_usage, scan_usage, usage_of
-
-FIELD_LIMIT = 700
+from precompute_assets import Batch, Usage, UsageTool, scan_usage, usage_of
+from precompute_assets.demo import Spaces
 
 # The batch's work items by their key range, then each one's values by key: both SQLite and
 # PostgreSQL plan this as index range scan and nested loop.
@@ -48,34 +46,22 @@ FIELDS = text(
 )
 
 
-class UnusedFields(SpaceTool[Usage]):
+class UnusedFields(UsageTool):
     name = "unused_fields"
     entity_type = "field"
-    association_table = "space_fields"
-    limit = FIELD_LIMIT
-    window_days = 730
     description = "Fields of a space with no value in two years, on no screen, made by an admin."
+    window_days = 730
+    catalogue = Spaces(counted="space_fields", limit=700)
 
     def scan(self, source: Connection, batch: Batch) -> Usage:
-        params = batch.params
-        bounds = {"first": batch.first_key, "last": batch.last_key}
-        return scan_usage(
-            source,
-            SCAN,
-            LATE,
-            {
-                **bounds,
-                "space_id": params["space_id"],
-                "since": params["since"],
-                "as_of": params["as_of"],
-            },
-        )
-
-    def merge(self, a: Usage, b: Usage) -> Usage:
-        return merge_usage(a, b)
-
-    def empty(self) -> Usage:
-        return {}
+        params = {
+            "space_id": batch.params["space_id"],
+            "first": batch.first_key,
+            "last": batch.last_key,
+            "since": batch.params["since"],
+            "as_of": batch.params["as_of"],
+        }
+        return scan_usage(source, SCAN, LATE, params)
 
     def finalise(
         self, source: Connection, scope: str, total: Usage, params: Mapping[str, Any]

@@ -13,13 +13,11 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Connection, text
 
-from precompute_assets.contract import Batch
-from precompute_assets.demo.spaces import SpaceTool, Usage, merge_usage, scan_usage, usage_of
-
-WORK_TYPE_LIMIT = 150
+from precompute_assets import Batch, Usage, UsageTool, scan_usage, usage_of
+from precompute_assets.demo import Spaces
 
 BATCH_ITEMS = " FROM work_items WHERE space_id = :space_id AND id BETWEEN :first AND :last"
-# Every item is a use; the window is all of time (before no since: 0).
+# Every item is a use: the window is all of time, so none is before it.
 SCAN = text(
     "SELECT work_type_id, COUNT(*), 0, MAX(created_at), COUNT(created_at)"
     f"{BATCH_ITEMS} GROUP BY work_type_id"
@@ -35,12 +33,11 @@ WORK_TYPES = text(
 )
 
 
-class UnusedWorkTypes(SpaceTool[Usage]):
+class UnusedWorkTypes(UsageTool):
     name = "unused_work_types"
     entity_type = "work_type"
-    association_table = "space_work_types"
-    limit = WORK_TYPE_LIMIT
     description = "Work types of a space that no work item of the space uses."
+    catalogue = Spaces(counted="space_work_types", limit=150)
 
     def scan(self, source: Connection, batch: Batch) -> Usage:
         params = {
@@ -50,12 +47,6 @@ class UnusedWorkTypes(SpaceTool[Usage]):
             "as_of": batch.params["as_of"],
         }
         return scan_usage(source, SCAN, LATE, params)
-
-    def merge(self, a: Usage, b: Usage) -> Usage:
-        return merge_usage(a, b)
-
-    def empty(self) -> Usage:
-        return {}
 
     def finalise(
         self, source: Connection, scope: str, total: Usage, params: Mapping[str, Any]

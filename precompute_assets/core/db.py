@@ -16,14 +16,12 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
+from precompute_assets.core.errors import DatabaseUnavailableError
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _WRITE_OPTION = "precompute_write"
 # The password of a URL of any scheme: scheme://user:PASSWORD@host
 _PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)[^@\s]*@")
-
-
-class DatabaseUnavailableError(RuntimeError):
-    """A database could not be reached; the message names its URL without the password."""
 
 
 def safe_url(url: str | URL) -> str:

@@ -29,6 +29,9 @@ from precompute_assets.core.plan import JobPlan, plan_fingerprint
 from precompute_assets.core.schema import batches, create_store_schema, jobs, scope_locks
 
 OPEN = "open"
+DAY_S = 86_400
+# Days a closed, replaced or abandoned job stays in the ledger (PRECOMPUTE_JOB_RETENTION_DAYS).
+JOB_RETENTION_DAYS = 7.0
 
 
 def encode(contribution: Any) -> str:
@@ -42,9 +45,15 @@ def decode(text: str) -> Any:
 class Ledger:
     """Jobs in SQL (SQLite or PostgreSQL); contributions in SQL or in a cache tier."""
 
-    def __init__(self, engine: Engine, cache: ContributionCache | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        cache: ContributionCache | None = None,
+        retention_days: float = JOB_RETENTION_DAYS,
+    ) -> None:
         self.engine = engine
         self.cache = cache
+        self.retention_s = retention_days * DAY_S
         create_store_schema(engine)
 
     def open_job(
@@ -186,8 +195,21 @@ class Ledger:
                 .values(status="closed", closed_at=time.time())
             )
             connection.execute(batches.delete().where(_job_key(plan)))
+            self._forget_old_jobs(connection, time.time() - self.retention_s)
         if self.cache is not None:
             self.cache.delete_many(_cache_key(plan, index) for index in range(plan.batch_count))
+
+    def _forget_old_jobs(self, connection: Connection, before: float) -> None:
+        """Delete the jobs (of every scope) that ended, or were left open, before ``before``,
+        with whatever batches they still have: the ledger keeps recent jobs only."""
+        ended = sa.func.coalesce(jobs.c.closed_at, jobs.c.opened_at) < before
+        old = sa.select(jobs.c.tool, jobs.c.scope, jobs.c.generation).where(ended)
+        connection.execute(
+            batches.delete().where(
+                sa.tuple_(batches.c.tool, batches.c.scope, batches.c.generation).in_(old)
+            )
+        )
+        connection.execute(jobs.delete().where(ended))
 
     def evictions(self) -> int | None:
         """The cache tier's eviction count, or None without one."""
@@ -238,4 +260,5 @@ def _extent_json(extent: Extent) -> Mapping[str, Any]:
         "entity_count": extent.entity_count,
         "watermark": extent.watermark,
         "params": dict(extent.params),
+        "tenant": extent.tenant,
     }

@@ -11,18 +11,25 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
-from precompute_assets.contract import Batch, ReportTool, ScopeNotFoundError, validate_report
+from precompute_assets.contract import Batch, ReportTool, ScopeNotFoundError
 from precompute_assets.core.db import connect
+from precompute_assets.core.errors import DatabaseUnavailableError, ScanError
 from precompute_assets.core.ledger import OPEN, Ledger
 from precompute_assets.core.plan import JobPlan, Shard
 from precompute_assets.core.report_store import ReportHeader, ReportStore
+from precompute_assets.core.rows import validate_report
 from precompute_assets.core.window import reference_params
 
-
-class ScanError(RuntimeError):
-    """A tool's scan raised; the message names the tool, scope and batch."""
+# Failures worth another attempt: the database or the network, not the tool or the data.
+TRANSIENT_ERRORS = (
+    sa.exc.OperationalError,
+    sa.exc.DisconnectionError,
+    DatabaseUnavailableError,
+    OSError,
+)
 
 
 @dataclass(frozen=True)
@@ -55,16 +62,22 @@ def open_job(
     """
     now = time.time() if now is None else now
     with connect(source) as connection:
-        extent = tool.initialise(connection, scope)
+        extent = tool.catalogue.initialise(connection, scope)
     return ledger.open_job(tool.name, scope, extent, batch_size, reference_params(tool, now))
 
 
 def scan_and_record(
     tool: ReportTool[Any], source: Connection, ledger: Ledger, plan: JobPlan, batch: Batch
 ) -> Any:
-    """Scan one batch and checkpoint its contribution under its key."""
+    """Scan one batch and checkpoint its contribution under its key.
+
+    A database or network error is raised as it is, for the step's retries; anything else the
+    tool raised is a ``ScanError`` naming the tool, scope and batch, which no retry can mend.
+    """
     try:
         contribution = tool.scan(source, batch)
+    except TRANSIENT_ERRORS:
+        raise
     except Exception as error:
         raise ScanError(
             f"tool {tool.name!r} failed to scan scope {batch.scope!r}, batch {batch.index} "
@@ -116,7 +129,7 @@ def finalise_job(
         return None
     missing = [index for index in range(plan.batch_count) if index not in contributions]
     with connect(source) as connection:
-        if plan.scope not in tool.watermark(connection, [plan.scope]):
+        if plan.scope not in tool.catalogue.watermark(connection, [plan.scope]):
             raise ScopeNotFoundError(
                 f"scope {plan.scope!r} was deleted from the source during the {tool.name} job; "
                 "its report was not committed"
@@ -128,13 +141,11 @@ def finalise_job(
             contributions[index] = scan_and_record(
                 tool, connection, ledger, plan, plan.batch(index)
             )
-        total = tool.empty()
-        for index in range(plan.batch_count):
-            total = tool.merge(total, contributions[index])
+        total = tool.merge([tool.empty(), *(contributions[i] for i in range(plan.batch_count))])
         rows = validate_report(
             tool, plan.scope, tool.finalise(connection, plan.scope, total, plan.extent.params)
         )
-        utilisation = tool.utilisation(connection, [plan.scope]).get(plan.scope)
+        utilisation = tool.catalogue.utilisation(connection, [plan.scope]).get(plan.scope)
     computed_at = time.time()
     header = ReportHeader(
         tool=tool.name,
@@ -150,6 +161,7 @@ def finalise_job(
         duration_s=round(computed_at - plan.started_at, 4),
         utilisation=utilisation,
         run_id=run_id,
+        tenant=plan.extent.tenant,
         summary={
             "params": dict(plan.extent.params),
             "batches_folded": plan.batch_count,

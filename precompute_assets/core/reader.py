@@ -13,19 +13,12 @@ from sqlalchemy import Engine
 
 from precompute_assets.contract import REPORT_COLUMNS, ReportTool
 from precompute_assets.core.db import check_reachable, connect, create_engine_for
+from precompute_assets.core.errors import NoReportError, UnknownScopeError
 from precompute_assets.core.registry import get_tool
 from precompute_assets.core.report_store import ReportHeader, ReportStore
 from precompute_assets.core.settings import Settings
 from precompute_assets.core.text import human_age
 from precompute_assets.core.window import window_start
-
-
-class NoReportError(LookupError):
-    """The scope exists but no report has been computed for it yet."""
-
-
-class UnknownScopeError(LookupError):
-    """The source holds no such scope."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +118,7 @@ class ReportReader:
 
     def current_watermark(self, tool: ReportTool[Any], scope: str) -> str | None:
         with connect(self.source) as source:
-            return tool.watermark(source, [scope]).get(scope)
+            return tool.catalogue.watermark(source, [scope]).get(scope)
 
 
 def staleness(

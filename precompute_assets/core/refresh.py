@@ -94,9 +94,10 @@ def scope_states(
     Without a store, no scope has a report.
     """
     with connect(source) as connection:
-        known = tool.scopes(connection) if scopes is None else list(scopes)
-        utilisation = tool.utilisation(connection, known)
-        watermarks = tool.watermark(connection, known)
+        catalogue = tool.catalogue
+        known = list(catalogue.scopes(connection)) if scopes is None else list(scopes)
+        utilisation = catalogue.utilisation(connection, known)
+        watermarks = catalogue.watermark(connection, known)
     stored = [] if store is None else store.headers(tool.name, None if scopes is None else known)
     headers = {header.scope: header for header in stored}
     since = window_start(tool, time.time() if now is None else now)

@@ -9,8 +9,7 @@ finishing late cannot overwrite a newer report.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+import weakref
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,11 +19,17 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from precompute_assets.contract import REPORT_COLUMNS
-from precompute_assets.core.db import dialect_insert, snapshot_transaction, write_transaction
+from precompute_assets.core.db import (
+    connect,
+    dialect_insert,
+    snapshot_transaction,
+    write_transaction,
+)
+from precompute_assets.core.errors import StaleGenerationError
 from precompute_assets.core.schema import (
+    check_store_schema,
     create_store_schema,
     headers,
-    is_missing_table,
     rows_table,
 )
 
@@ -48,10 +53,7 @@ class ReportHeader:
     run_id: str | None = None
     status: str = "complete"
     summary: dict[str, Any] = field(default_factory=dict)
-
-
-class StaleGenerationError(RuntimeError):
-    """A job tried to commit over a report from a newer job generation."""
+    tenant: str | None = None
 
 
 class ReportStore:
@@ -107,25 +109,29 @@ class ReportStore:
                 )
 
     def header(self, tool: str, scope: str) -> ReportHeader | None:
-        with _reading(), self.engine.connect() as connection:
-            return _read_header(connection, tool, scope)
-        return None
+        with connect(self.engine) as connection:
+            return _read_header(connection, tool, scope) if self._readable(connection) else None
 
-    def headers(self, tool: str, scopes: list[str] | None = None) -> list[ReportHeader]:
-        """The stored headers of one tool (of ``scopes`` only, if given), in one query."""
+    def headers(
+        self, tool: str, scopes: list[str] | None = None, tenant: str | None = None
+    ) -> list[ReportHeader]:
+        """The stored headers of one tool (of ``scopes``, of ``tenant``, if given), one query."""
         query = sa.select(headers).where(headers.c.tool == tool)
         if scopes is not None:
             query = query.where(headers.c.scope.in_(scopes))
-        with _reading(), self.engine.connect() as connection:
+        if tenant is not None:
+            query = query.where(headers.c.tenant == tenant)
+        with connect(self.engine) as connection:
+            if not self._readable(connection):
+                return []
             return [_header_from_row(row) for row in connection.execute(query)]
-        return []
 
     def read(
         self, tool: str, scope: str, *, unused_only: bool = False
     ) -> tuple[ReportHeader, pd.DataFrame] | None:
         """The header and rows of one report from one snapshot, or None if there is none."""
-        with _reading(), snapshot_transaction(self.engine) as connection:
-            header = _read_header(connection, tool, scope)
+        with snapshot_transaction(self.engine) as connection:
+            header = _read_header(connection, tool, scope) if self._readable(connection) else None
             if header is None:
                 return None
             query = sa.select(*(rows_table.c[name] for name in REPORT_COLUMNS)).where(
@@ -135,20 +141,21 @@ class ReportStore:
                 query = query.where(rows_table.c.unused.is_(True))
             fetched = connection.execute(query.order_by(rows_table.c.entity_id)).all()
             return header, _rows_frame(fetched)
-        return None
+
+    def _readable(self, connection: sa.Connection) -> bool:
+        """Whether the store has this release's tables (checked once per engine); a store that
+        has none yet holds no report, one of another schema revision is refused."""
+        if self.engine in _readable:
+            return True
+        if not check_store_schema(connection):
+            return False
+        _readable.add(self.engine)
+        return True
 
 
+# Engines whose store was found at this release's schema revision.
+_readable: weakref.WeakSet[Engine] = weakref.WeakSet()
 _KEY = ("tool", "scope")
-
-
-@contextmanager
-def _reading() -> Iterator[None]:
-    """Reads of a store whose tables no writer has created yet find nothing."""
-    try:
-        yield
-    except (sa.exc.OperationalError, sa.exc.ProgrammingError) as error:
-        if not is_missing_table(error):
-            raise
 
 
 def _read_header(connection: sa.Connection, tool: str, scope: str) -> ReportHeader | None:

@@ -1,20 +1,31 @@
-"""Every table of the store database: the batch ledger, the reports, and step outputs.
+"""Every table of the store database (the batch ledger, the reports, step outputs) and its
+schema version.
 
-Only writers create them (``create_store_schema``, on a run's first use of the store); readers
-never write, so a reader works on a read-only file and never waits on a writer's lock.
+The schema is versioned with Alembic (``migrations/``): ``precompute migrate`` brings a store to
+this release's revision. A writer's first use creates a new, empty store's schema; a writer or
+reader on an older (or newer) revision stops with ``SchemaVersionError``, saying to migrate. A
+reader never writes: on a store with no tables yet it finds no report.
 """
 
 from __future__ import annotations
 
 import weakref
+from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
-from precompute_assets.core.db import write_transaction
+from precompute_assets.core.db import safe_url, write_transaction
+from precompute_assets.core.errors import SchemaVersionError
+
+# The revision these tables are; the newest file in migrations/versions.
+HEAD_REVISION = "0002"
+VERSION_TABLE = "alembic_version"
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 metadata = sa.MetaData()
-_created: weakref.WeakSet[Engine] = weakref.WeakSet()
+_current: weakref.WeakSet[Engine] = weakref.WeakSet()
+
 
 # The batch ledger ---------------------------------------------------------------------------
 
@@ -30,7 +41,7 @@ jobs = sa.Table(
     sa.Column("extent", sa.Text, nullable=False),
     sa.Column("batch_size", sa.Integer, nullable=False),
     sa.Column("opened_at", sa.Float, nullable=False),
-    sa.Column("closed_at", sa.Float),
+    sa.Column("closed_at", sa.Float, index=True),
 )
 
 batches = sa.Table(
@@ -60,6 +71,7 @@ headers = sa.Table(
     metadata,
     sa.Column("tool", sa.String(100), primary_key=True),
     sa.Column("scope", sa.String(200), primary_key=True),
+    sa.Column("tenant", sa.String(200)),
     sa.Column("generation", sa.Integer, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("computed_at", sa.Float, nullable=False),
@@ -103,23 +115,92 @@ step_outputs = sa.Table(
 )
 
 
+sa.Index("ix_precompute_report_headers_tool_tenant", headers.c.tool, headers.c.tenant)
+
+
 def create_store_schema(engine: Engine) -> None:
-    """Create the missing tables, once per engine and process; safe when several processes
-    start on a new database at once."""
-    if engine in _created:
+    """Make sure a writer may use the store: create a new store's schema, refuse an old one.
+
+    Checked once per engine and process; safe when several processes start on a new store.
+    """
+    if engine in _current:
         return
-    try:
-        # On SQLite the write lock serialises the creators; PostgreSQL lets one of them win.
-        with write_transaction(engine) as connection:
-            metadata.create_all(connection)
-    except (sa.exc.ProgrammingError, sa.exc.IntegrityError, sa.exc.OperationalError) as error:
-        if "already exists" not in str(error) and "duplicate key" not in str(error):
-            raise
-        metadata.create_all(engine)
-    _created.add(engine)
+    with write_transaction(engine) as connection:
+        _serialise_migrations(connection)
+        revision = schema_revision(connection)
+        if revision is None and not _has_tables(connection):
+            _upgrade(connection)
+        elif revision != HEAD_REVISION:
+            raise _version_error(engine, revision)
+    _current.add(engine)
 
 
-def is_missing_table(error: sa.exc.DBAPIError) -> bool:
-    """Whether ``error`` says a table does not exist (a store no writer has used yet)."""
-    text = str(error.orig)
-    return "no such table" in text or ("relation" in text and "does not exist" in text)
+def check_store_schema(connection: Connection) -> bool:
+    """For a reader: False for a store with no tables yet; SchemaVersionError for another
+    revision than this release's; True otherwise."""
+    revision = schema_revision(connection)
+    if revision == HEAD_REVISION:
+        return True
+    if revision is None and not _has_tables(connection):
+        return False
+    raise _version_error(connection.engine, revision)
+
+
+def migrate(engine: Engine) -> tuple[str | None, str]:
+    """Bring the store to this release's schema; the revisions before and after.
+
+    A store made before migrations existed (its tables, no version) is taken as revision 0001.
+    """
+    with write_transaction(engine) as connection:
+        _serialise_migrations(connection)
+        before = schema_revision(connection)
+        if before is None and _has_tables(connection):
+            before = "0001"
+            _upgrade(connection, stamp="0001")
+        if before != HEAD_REVISION:
+            _upgrade(connection)
+    _current.discard(engine)
+    return before, HEAD_REVISION
+
+
+def schema_revision(connection: Connection) -> str | None:
+    """The store's Alembic revision, or None for a store without one."""
+    if not sa.inspect(connection).has_table(VERSION_TABLE):
+        return None
+    return connection.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar()
+
+
+def _has_tables(connection: Connection) -> bool:
+    return sa.inspect(connection).has_table(jobs.name)
+
+
+def _upgrade(connection: Connection, stamp: str | None = None) -> None:
+    """Alembic's upgrade to head (or its stamp), on this connection and its transaction."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    if stamp is None:
+        command.upgrade(config, "head")
+    else:
+        command.stamp(config, stamp)
+
+
+def _serialise_migrations(connection: Connection) -> None:
+    # SQLite's write lock serialises the creators already; PostgreSQL's would race.
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext('precompute_schema'))")
+
+
+def _version_error(engine: Engine, revision: str | None) -> SchemaVersionError:
+    found = (
+        "no schema version (a store made before migrations)"
+        if revision is None
+        else (f"schema revision {revision}")
+    )
+    return SchemaVersionError(
+        f"the store at {safe_url(engine.url)} has {found}; this release needs revision "
+        f"{HEAD_REVISION}: run `precompute migrate`"
+    )

@@ -1,17 +1,20 @@
-"""Every setting in one place, read from the environment when asked for, never at import.
+"""Every setting in one typed place, read from the environment when asked for, never at import.
 
-Each group is a pydantic model, and every value passes its validation whether it comes from an
-environment variable or from the ``precompute`` resource's config in the launchpad: a bad value
-is an error naming the variable or field and the value (a URL's password masked), raised where
-the value is loaded, before any work starts.
+Each setting is a field of one of three pydantic models, with its environment variable, default
+and description. The ``precompute`` resource has a field for each (so the launchpad shows them
+all), the README's tables are generated from them (``python -m precompute_assets.core.settings``),
+and every value passes the same validation whether it comes from the environment or from the
+resource's config: a bad value is an error naming the variable or field and the value (a URL's
+password masked), raised where the value is loaded, before any work starts.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -24,6 +27,7 @@ from pydantic import (
 from sqlalchemy.engine import make_url
 
 from precompute_assets.core.db import safe_url, sqlite_url
+from precompute_assets.core.errors import SettingsError
 
 DAY_S = 86_400
 CACHE_SCHEMES = ("redis", "rediss", "memcached")
@@ -32,22 +36,28 @@ PositiveInt = Annotated[int, Field(gt=0)]
 PositiveNumber = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
-class SettingsError(ValueError):
-    """A setting holds a value the framework cannot use; the variable or field is named."""
+def setting(default: Any, variable: str, description: str, shown: str | None = None) -> Any:
+    """A setting: its default, its environment variable, what it means (and how the README
+    shows its default, where that is not the value itself)."""
+    extra = {"env": variable} | ({"shown": shown} if shown else {})
+    return Field(default=default, description=description, json_schema_extra=extra)
 
 
-class _SettingsModel(BaseModel):
-    """Settings validated alike from the environment (``ENV`` names each field's variable) and
-    from code or config."""
+class SettingsGroup(BaseModel):
+    """Settings validated alike from the environment and from code or config."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    ENV: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def variables(cls) -> dict[str, str]:
+        """Each field's environment variable."""
+        return {name: field.json_schema_extra["env"] for name, field in cls.model_fields.items()}
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
         env = os.environ if environ is None else environ
-        values = {field: env[name] for field, name in cls.ENV.items() if env.get(name)}
-        return cls.validated(values, names=cls.ENV)
+        values = {field: env[name] for field, name in cls.variables().items() if env.get(name)}
+        return cls.validated(values, names=cls.variables())
 
     @classmethod
     def validated(cls, values: Mapping[str, Any], names: Mapping[str, str] | None = None) -> Self:
@@ -65,37 +75,45 @@ class _SettingsModel(BaseModel):
                 problems.append(f"{name}: {message}, got {shown!r}")
             raise SettingsError("; ".join(problems)) from None
 
+    def overridden(self, overrides: Mapping[str, Any], names: Mapping[str, str]) -> Self:
+        """These settings with ``overrides`` over them, validated as any setting is."""
+        if not overrides:
+            return self
+        return self.validated({**self.model_dump(), **overrides}, names=names)
 
-class Settings(_SettingsModel):
-    """Where the data lives, how a job is cut into work, and how long a run may take.
 
-    =============================  ==========================================  =================
-    environment variable           meaning                                     default
-    =============================  ==========================================  =================
-    ``PRECOMPUTE_HOME``            folder of the embedded SQLite files         ``./.precompute``
-    ``PRECOMPUTE_SOURCE_URL``      SQLAlchemy URL of the source database       ``HOME/source.db``
-    ``PRECOMPUTE_STORE_URL``       URL of the ledger and report store          ``HOME/reports.db``
-    ``PRECOMPUTE_BATCH_SIZE``      entities per scanned batch                  5000
-    ``PRECOMPUTE_MAX_SHARDS``      most mapped scan steps per job              4
-    ``PRECOMPUTE_CACHE_URL``       Redis or memcached tier for contributions   none (SQL ledger)
-    =============================  ==========================================  =================
-    """
+class Settings(SettingsGroup):
+    """Where the data lives, how a job is cut into work, and how long the ledger keeps jobs."""
 
-    ENV: ClassVar[dict[str, str]] = {
-        "home": "PRECOMPUTE_HOME",
-        "source_url": "PRECOMPUTE_SOURCE_URL",
-        "store_url": "PRECOMPUTE_STORE_URL",
-        "batch_size": "PRECOMPUTE_BATCH_SIZE",
-        "max_shards": "PRECOMPUTE_MAX_SHARDS",
-        "cache_url": "PRECOMPUTE_CACHE_URL",
-    }
-
-    home: Path = Path(".precompute")
-    source_url: str = ""
-    store_url: str = ""
-    batch_size: PositiveInt = 5_000
-    max_shards: PositiveInt = 4
-    cache_url: str | None = None
+    home: Path = setting(
+        Path(".precompute"),
+        "PRECOMPUTE_HOME",
+        "folder of the embedded SQLite files",
+        "./.precompute",
+    )
+    source_url: str = setting(
+        "", "PRECOMPUTE_SOURCE_URL", "SQLAlchemy URL of the source", "`sqlite:///$HOME/source.db`"
+    )
+    store_url: str = setting(
+        "",
+        "PRECOMPUTE_STORE_URL",
+        "SQLAlchemy URL of the ledger and the reports",
+        "`sqlite:///$HOME/reports.db`",
+    )
+    batch_size: PositiveInt = setting(5_000, "PRECOMPUTE_BATCH_SIZE", "entities per scanned batch")
+    max_shards: PositiveInt = setting(4, "PRECOMPUTE_MAX_SHARDS", "most mapped scan steps per job")
+    cache_url: str | None = setting(
+        None,
+        "PRECOMPUTE_CACHE_URL",
+        "`redis://host:6379/0` or `memcached://host:11211`: batch contributions live there during"
+        " a job (the SQL ledger keeps the jobs); a lost entry is rescanned",
+        "unset: the SQL ledger",
+    )
+    job_retention_days: PositiveNumber = setting(
+        7.0,
+        "PRECOMPUTE_JOB_RETENTION_DAYS",
+        "days the ledger keeps a closed, replaced or abandoned job (and its batches)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -128,36 +146,27 @@ class Settings(_SettingsModel):
         return url or None
 
 
-class RefreshSettings(_SettingsModel):
-    """The prioritised refresh policy.
+class RefreshSettings(SettingsGroup):
+    """The prioritised refresh policy, and how often its sensors tick."""
 
-    ===================================  ===============================================  =======
-    environment variable                 meaning                                          default
-    ===================================  ===============================================  =======
-    ``PRECOMPUTE_REFRESH_THRESHOLD``     utilisation from which a scope is high priority  0.7
-    ``PRECOMPUTE_REFRESH_MAX_AGE_DAYS``  age that makes a high scope's report due         7
-    ``PRECOMPUTE_REFRESH_LOW_AGE_DAYS``  age that makes a low scope's report due          30
-    ``PRECOMPUTE_REFRESH_BUDGET``        most run requests per sensor tick                20
-    ``PRECOMPUTE_BASELINE_BUDGET``       most run requests per baseline schedule tick     500
-    ``PRECOMPUTE_SENSOR_INTERVAL_S``     seconds between two ticks of a sensor            60
-    ===================================  ===============================================  =======
-    """
-
-    ENV: ClassVar[dict[str, str]] = {
-        "threshold": "PRECOMPUTE_REFRESH_THRESHOLD",
-        "max_age_days": "PRECOMPUTE_REFRESH_MAX_AGE_DAYS",
-        "low_max_age_days": "PRECOMPUTE_REFRESH_LOW_AGE_DAYS",
-        "budget": "PRECOMPUTE_REFRESH_BUDGET",
-        "baseline_budget": "PRECOMPUTE_BASELINE_BUDGET",
-        "sensor_interval_s": "PRECOMPUTE_SENSOR_INTERVAL_S",
-    }
-
-    threshold: PositiveNumber = 0.7
-    max_age_days: PositiveNumber = 7.0
-    low_max_age_days: PositiveNumber = 30.0
-    budget: PositiveInt = 20
-    baseline_budget: PositiveInt = 500
-    sensor_interval_s: PositiveInt = 60
+    threshold: PositiveNumber = setting(
+        0.7, "PRECOMPUTE_REFRESH_THRESHOLD", "utilisation from which a scope is refreshed first"
+    )
+    max_age_days: PositiveNumber = setting(
+        7.0, "PRECOMPUTE_REFRESH_MAX_AGE_DAYS", "age that makes a high scope's report due"
+    )
+    low_max_age_days: PositiveNumber = setting(
+        30.0, "PRECOMPUTE_REFRESH_LOW_AGE_DAYS", "age that makes a low scope's report due"
+    )
+    budget: PositiveInt = setting(
+        20, "PRECOMPUTE_REFRESH_BUDGET", "most run requests per sensor tick"
+    )
+    baseline_budget: PositiveInt = setting(
+        500, "PRECOMPUTE_BASELINE_BUDGET", "most run requests per baseline schedule tick"
+    )
+    sensor_interval_s: PositiveInt = setting(
+        60, "PRECOMPUTE_SENSOR_INTERVAL_S", "seconds between two ticks of a sensor"
+    )
 
     @property
     def max_age_s(self) -> float:
@@ -168,36 +177,50 @@ class RefreshSettings(_SettingsModel):
         return self.low_max_age_days * DAY_S
 
 
-class ExecutorSettings(_SettingsModel):
+class ExecutorSettings(SettingsGroup):
     """How report runs run: their executor, by the entity count of the scope's last plan, and
-    their deadline.
+    their deadline."""
 
-    ===================================  =========================================  ============
-    environment variable                 meaning                                    default
-    ===================================  =========================================  ============
-    ``PRECOMPUTE_LARGE_SCOPE_ENTITIES``  entity count from which a scope is large   2000000
-    ``PRECOMPUTE_LARGE_SCOPE_EXECUTOR``  a large scope's executor: ``multiprocess``  multiprocess
-                                         or ``celery``; smaller ones run in-process
-    ``PRECOMPUTE_CELERY_BROKER``         broker URL of the celery workers           see below
-    ``PRECOMPUTE_CELERY_BACKEND``        their result backend                       see below
-    ``PRECOMPUTE_MAX_RUNTIME_S``         seconds a run may take before run          3600
-                                         monitoring stops it (``dagster/max_runtime``)
-    ===================================  =========================================  ============
+    large_scope_entities: PositiveInt = setting(
+        2_000_000,
+        "PRECOMPUTE_LARGE_SCOPE_ENTITIES",
+        "entity count of a scope's last plan from which its runs leave the run's process",
+    )
+    large_scope_executor: Literal["multiprocess", "celery"] = setting(
+        "multiprocess",
+        "PRECOMPUTE_LARGE_SCOPE_EXECUTOR",
+        "executor of those runs: `multiprocess` or `celery`",
+    )
+    celery_broker: str | None = setting(
+        None,
+        "PRECOMPUTE_CELERY_BROKER",
+        "broker of celery runs, named in their run config by this variable (no password lands"
+        " in a run record)",
+        "dagster-celery's: RabbitMQ",
+    )
+    celery_backend: str | None = setting(
+        None, "PRECOMPUTE_CELERY_BACKEND", "result backend of celery runs, likewise", "`rpc://`"
+    )
+    max_runtime_s: PositiveInt = setting(
+        3_600,
+        "PRECOMPUTE_MAX_RUNTIME_S",
+        "seconds a report run may take before run monitoring stops it (`dagster/max_runtime`)",
+    )
 
-    Without the celery URLs, dagster-celery's defaults apply: RabbitMQ at
-    ``DAGSTER_CELERY_BROKER_HOST`` (localhost) and the ``rpc://`` backend.
-    """
 
-    ENV: ClassVar[dict[str, str]] = {
-        "large_scope_entities": "PRECOMPUTE_LARGE_SCOPE_ENTITIES",
-        "large_scope_executor": "PRECOMPUTE_LARGE_SCOPE_EXECUTOR",
-        "celery_broker": "PRECOMPUTE_CELERY_BROKER",
-        "celery_backend": "PRECOMPUTE_CELERY_BACKEND",
-        "max_runtime_s": "PRECOMPUTE_MAX_RUNTIME_S",
-    }
+GROUPS: tuple[type[SettingsGroup], ...] = (Settings, RefreshSettings, ExecutorSettings)
 
-    large_scope_entities: PositiveInt = 2_000_000
-    large_scope_executor: Literal["multiprocess", "celery"] = "multiprocess"
-    celery_broker: str | None = None
-    celery_backend: str | None = None
-    max_runtime_s: PositiveInt = 3_600
+
+def settings_table(group: type[SettingsGroup]) -> str:
+    """The README's table of one group: variable, meaning, default."""
+    lines = ["| variable | meaning | default |", "| --- | --- | --- |"]
+    for field in group.model_fields.values():
+        extra = field.json_schema_extra
+        default = extra.get("shown") or f"{field.default}"
+        lines.append(f"| `{extra['env']}` | {field.description} | {default} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    for group in GROUPS if len(sys.argv) < 2 else [globals()[sys.argv[1]]]:
+        print(settings_table(group), end="\n\n")

@@ -14,6 +14,14 @@ def format_table(titles: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def markdown_table(titles: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table, as the Dagster UI renders metadata."""
+    lines = [titles, ["---"] * len(titles), *rows]
+    return "\n".join(
+        "| " + " | ".join(str(c).replace("|", "/") for c in line) + " |" for line in lines
+    )
+
+
 def human_age(seconds: float) -> str:
     for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
         if seconds >= size:

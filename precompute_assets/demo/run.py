@@ -12,13 +12,14 @@ from dagster import DagsterEventType, DagsterInstance, ExecuteInProcessResult
 
 from precompute_assets.contract import ReportTool
 from precompute_assets.core.db import connect, create_engine_for
+from precompute_assets.core.errors import RunFailedError
 from precompute_assets.core.report_store import ReportHeader, ReportStore
 from precompute_assets.core.settings import Settings
 from precompute_assets.core.text import format_table
 from precompute_assets.demo.source import DemoScale, generate_source
 from precompute_assets.orchestration.definitions import build_definitions
 from precompute_assets.orchestration.resources import PrecomputeResource
-from precompute_assets.orchestration.runs import RunFailedError, materialise_scope, register_scopes
+from precompute_assets.orchestration.runs import materialise_scope, register_scopes
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def run_demo(
     defs = build_definitions(tools, PrecomputeResource())
     source = create_engine_for(settings.source_url, must_exist=True)
     with connect(source) as connection:
-        scopes = {name: sorted(tool.scopes(connection)) for name, tool in tools.items()}
+        scopes = {name: sorted(tool.catalogue.scopes(connection)) for name, tool in tools.items()}
     for name, tool in tools.items():
         register_scopes(instance, tool, scopes[name])
 

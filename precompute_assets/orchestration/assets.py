@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import pandas as pd
-import sqlalchemy as sa
 from dagster import (
     AssetKey,
     AssetsDefinition,
@@ -21,52 +20,60 @@ from dagster import (
     DynamicOut,
     DynamicOutput,
     DynamicPartitionsDefinition,
+    Failure,
     Jitter,
     MetadataValue,
     OpExecutionContext,
     Out,
     Output,
     RetryPolicy,
-    RetryRequested,
     graph_asset,
     op,
 )
 
-from precompute_assets.contract import ReportTool
-from precompute_assets.core.db import DatabaseUnavailableError
+from precompute_assets.contract import MalformedReportError, ReportTool, ScopeNotFoundError
+from precompute_assets.core.errors import (
+    ScanError,
+    SchemaVersionError,
+    SettingsError,
+    StaleGenerationError,
+    ToolContractError,
+)
 from precompute_assets.core.ledger import OPEN
 from precompute_assets.core.phases import ShardResult, finalise_job, open_job, run_shard
 from precompute_assets.core.plan import JobPlan, Shard, ShardTask
 from precompute_assets.core.report_store import ReportHeader
 from precompute_assets.orchestration.resources import PrecomputeResource
 
+# The one retry policy of every op: a step that failed for a reason that may pass (the database,
+# the network) is tried again after 1, 2, then 4 seconds.
 DEFAULT_RETRY_POLICY = RetryPolicy(
     max_retries=3, delay=1.0, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
 )
 GROUP_NAME = "precompute_reports"
+REPORT_IO_MANAGER = "precompute_reports"
 # The concurrency pool of every scan step, across runs: an instance caps how many scans the source
 # database serves at once (deploy/dagster.yaml; `dagster instance concurrency set`).
 SOURCE_POOL = "precompute_source"
-# Failures worth another attempt: the database or the network, not the tool or the data.
-TRANSIENT_ERRORS = (
-    sa.exc.OperationalError,
-    sa.exc.DisconnectionError,
-    DatabaseUnavailableError,
-    OSError,
+# Failures no retry can mend: the tool's code, the data, the configuration.
+PERMANENT_ERRORS = (
+    ScanError,
+    MalformedReportError,
+    ScopeNotFoundError,
+    SchemaVersionError,
+    SettingsError,
+    StaleGenerationError,
+    ToolContractError,
 )
 
 
 @contextmanager
-def retry_transient(context: OpExecutionContext, policy: RetryPolicy) -> Iterator[None]:
-    """Ask Dagster to retry the step, with exponential backoff, on a transient failure only.
-
-    An unknown scope or a malformed report fails at once: retrying cannot mend it.
-    """
+def fail_at_once() -> Iterator[None]:
+    """A tool or data error fails the step without its retries: trying again cannot mend it."""
     try:
         yield
-    except TRANSIENT_ERRORS as error:
-        wait = (policy.delay or 0) * 2**context.retry_number
-        raise RetryRequested(max_retries=policy.max_retries, seconds_to_wait=wait) from error
+    except PERMANENT_ERRORS as error:
+        raise Failure(description=str(error), allow_retries=False) from error
 
 
 def report_asset_key(tool: ReportTool[Any]) -> AssetKey:
@@ -82,9 +89,9 @@ def build_report_asset(
 ) -> AssetsDefinition:
     """The graph-backed asset ``<tool>_report``, partitioned by the tool's scopes."""
 
-    @op(name=f"{tool.name}_initialise", out=Out(JobPlan))
+    @op(name=f"{tool.name}_initialise", out=Out(JobPlan), retry_policy=retry_policy)
     def initialise(context: OpExecutionContext, precompute: PrecomputeResource) -> JobPlan:
-        with retry_transient(context, retry_policy):
+        with fail_at_once():
             plan = open_job(
                 tool,
                 context.partition_key,
@@ -99,7 +106,7 @@ def build_report_asset(
         )
         return plan
 
-    @op(name=f"{tool.name}_plan_shards", out=DynamicOut(ShardTask))
+    @op(name=f"{tool.name}_plan_shards", out=DynamicOut(ShardTask), retry_policy=retry_policy)
     def plan_shards(context: OpExecutionContext, precompute: PrecomputeResource, plan: JobPlan):
         shards = plan.shards(precompute.settings().max_shards)
         # Dagster needs at least one output for the collect step to run; an empty scope gets one
@@ -115,7 +122,10 @@ def build_report_asset(
         context: OpExecutionContext, precompute: PrecomputeResource, task: ShardTask
     ) -> Output[ShardResult]:
         shard = task.shard
-        result = run_shard(tool, task.plan, shard, precompute.source_engine(), precompute.ledger())
+        with fail_at_once():
+            result = run_shard(
+                tool, task.plan, shard, precompute.source_engine(), precompute.ledger()
+            )
         done = (
             f"scanned {result.batches_scanned} batches, skipped {result.batches_skipped} "
             f"already in the ledger, in {result.seconds:.2f}s"
@@ -134,17 +144,22 @@ def build_report_asset(
             },
         )
 
-    # Not required: a run whose job another run committed materialises nothing.
-    @op(name=f"{tool.name}_finalise", out=Out(is_required=False))
+    # The report is the asset's value, committed to the store here and loaded from it by the
+    # IO manager. Not required: a run whose job another run committed materialises nothing.
+    @op(
+        name=f"{tool.name}_finalise",
+        out=Out(is_required=False, io_manager_key=REPORT_IO_MANAGER),
+        retry_policy=retry_policy,
+    )
     def finalise(
         context: OpExecutionContext,
         precompute: PrecomputeResource,
         tasks: list[ShardTask],
         shard_results: list[ShardResult],
-    ) -> Iterator[Output[dict[str, Any]]]:
+    ) -> Iterator[Output[pd.DataFrame]]:
         ledger = precompute.ledger()
         plan = tasks[0].plan
-        with retry_transient(context, retry_policy):
+        with fail_at_once():
             report = finalise_job(
                 tool,
                 plan,
@@ -170,10 +185,7 @@ def build_report_asset(
         evictions = ledger.evictions()
         if evictions is not None and tasks[0].evictions_before is not None:
             metadata["cache_evictions"] = evictions - tasks[0].evictions_before
-        yield Output(
-            {"scope": plan.scope, "rows": header.row_count, "unused": header.unused_count},
-            metadata=metadata,
-        )
+        yield Output(report.rows, metadata=metadata)
 
     @graph_asset(
         name=report_asset_key(tool).path[-1],

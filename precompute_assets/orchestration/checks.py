@@ -85,7 +85,7 @@ def build_freshness_check(tool: ReportTool[Any]) -> AssetChecksDefinition:
     def report_fresh(
         context: AssetCheckExecutionContext, precompute: PrecomputeResource
     ) -> AssetCheckResult:
-        settings = RefreshSettings.from_env()
+        settings = precompute.refresh_settings()
         now = time.time()
         scope = context.partition_key
         states = scope_states(tool, precompute.source_engine(), precompute.store(), [scope], now)
@@ -167,7 +167,7 @@ def build_freshness_job(tool: ReportTool[Any]) -> JobDefinition:
     def record_freshness(
         context: OpExecutionContext, precompute: PrecomputeResource, config: FreshnessConfig
     ) -> None:
-        settings = RefreshSettings.from_env()
+        settings = precompute.refresh_settings()
         now = time.time()
         states = scope_states(
             tool, precompute.source_engine(), precompute.store(), config.scopes, now

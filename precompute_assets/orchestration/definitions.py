@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
-from dagster import AssetSelection, Definitions, RetryPolicy, define_asset_job
+from dagster import (
+    AssetSelection,
+    AssetSpec,
+    Definitions,
+    MetadataValue,
+    RetryPolicy,
+    define_asset_job,
+)
 
 from precompute_assets.contract import ReportTool
-from precompute_assets.core.registry import load_tools
-from precompute_assets.core.settings import ExecutorSettings, RefreshSettings
+from precompute_assets.core.registry import Registry, discover, given
+from precompute_assets.core.text import markdown_table
 from precompute_assets.orchestration.assets import (
     DEFAULT_RETRY_POLICY,
+    GROUP_NAME,
+    REPORT_IO_MANAGER,
     build_report_asset,
     scopes_partitions,
 )
@@ -21,7 +31,7 @@ from precompute_assets.orchestration.checks import (
     build_freshness_job,
 )
 from precompute_assets.orchestration.executors import precompute_executor
-from precompute_assets.orchestration.io_managers import StepOutputIOManager
+from precompute_assets.orchestration.io_managers import ReportIOManager, StepOutputIOManager
 from precompute_assets.orchestration.resources import PrecomputeResource
 from precompute_assets.orchestration.sensors import (
     BASELINE_CRON,
@@ -32,6 +42,34 @@ from precompute_assets.orchestration.sensors import (
 
 # Read by dagster.yaml's run monitoring: the most seconds a run of the job may take.
 MAX_RUNTIME_TAG = "dagster/max_runtime"
+
+
+logger = logging.getLogger("precompute")
+
+
+def tools_spec(registry: Registry) -> AssetSpec:
+    """``precompute_tools``: every tool found, as ``precompute tools`` lists them, in the UI."""
+    failed = [entry.name for entry in registry.problems]
+    return AssetSpec(
+        "precompute_tools",
+        group_name=GROUP_NAME,
+        description="The report tools found: loaded, disabled, or left out and why."
+        + (f" Left out: {', '.join(failed)}." if failed else ""),
+        metadata={
+            "tools": MetadataValue.md(markdown_table(Registry.TITLES, registry.rows())),
+            "left_out": len(failed),
+        },
+    )
+
+
+def report_resources(precompute: PrecomputeResource) -> dict[str, Any]:
+    """What report assets need: the ``precompute`` resource, and the IO managers that keep their
+    step outputs and their reports in the store database."""
+    return {
+        "precompute": precompute,
+        "io_manager": StepOutputIOManager(store_url=precompute.store_url),
+        REPORT_IO_MANAGER: ReportIOManager(store_url=precompute.store_url),
+    }
 
 
 def report_job_name(tool: ReportTool[Any]) -> str:
@@ -47,13 +85,16 @@ def build_definitions(
     """Per tool: the report asset, its checks, a partitioned job, its sensors and schedule.
 
     The environment's settings are validated here, so a bad one fails the code location's load
-    with its name rather than a run later.
+    with its name rather than a run later. A tool that fails to load is left out, logged, and
+    listed with the others on the ``precompute_tools`` asset.
     """
-    tools = load_tools() if tools is None else tools
+    registry = discover() if tools is None else given(tools)
+    tools = registry.tools
+    for problem in registry.problems:
+        logger.warning(f"tool {problem.name} ({problem.origin}) left out: {problem.problem}")
     precompute = precompute or PrecomputeResource()
     precompute.settings()
-    runs = ExecutorSettings.from_env()
-    RefreshSettings.from_env()
+    runs, refresh = precompute.executor_settings(), precompute.refresh_settings()
     assets, checks, jobs, sensors, schedules = [], [], [], [], []
     for tool in tools.values():
         asset = build_report_asset(tool, retry_policy)
@@ -75,22 +116,19 @@ def build_definitions(
         freshness_job = build_freshness_job(tool)
         jobs += [report_job, freshness_job]
         sensors += [
-            build_discovery_sensor(tool, job_name),
-            build_refresh_sensor(tool, report_job, freshness_job),
+            build_discovery_sensor(tool, job_name, refresh.sensor_interval_s),
+            build_refresh_sensor(tool, report_job, freshness_job, refresh.sensor_interval_s),
         ]
         schedules.append(build_baseline_schedule(tool, job_name, baseline_cron))
     return Definitions(
-        assets=assets,
+        assets=[*assets, tools_spec(registry)],
         asset_checks=checks,
         jobs=jobs,
         sensors=sensors,
         schedules=schedules,
         # Every job, the UI's ad hoc materialisations and backfills included, chooses per run.
         executor=precompute_executor,
-        resources={
-            "precompute": precompute,
-            "io_manager": StepOutputIOManager(store_url=precompute.store_url),
-        },
+        resources=report_resources(precompute),
     )
 
 

@@ -1,4 +1,9 @@
-"""Step outputs in the store database, so that steps share no process and no disk.
+"""IO managers: the report asset's value is its report in the store; what steps pass each other
+(a job plan, shard tasks, shard summaries) is JSON in the store database too.
+
+``ReportIOManager`` loads a partition's report from the report store, as ``dagster-duckdb``
+loads a partition's slice of a table: ``finalise`` has committed it there, so storing it needs
+nothing more.
 
 Dagster's default IO manager pickles every op output into files under ``DAGSTER_HOME``; steps on
 other machines (celery workers, Kubernetes pods) cannot read them. The outputs here are small (a
@@ -46,6 +51,57 @@ class StepOutputNotFoundError(LookupError):
 
 class StepOutputRefusedError(ValueError):
     """A stored step output that is not JSON of a known type; it is not loaded."""
+
+
+class ReportNotStoredError(LookupError):
+    """A downstream asset asked for a report the store does not hold."""
+
+
+class ReportIOManager(ConfigurableIOManager):
+    """The report assets' storage: the report store, one report per (tool, scope) partition.
+
+    Loading gives the report's rows (``REPORT_COLUMNS``) with its header in ``attrs["header"]``;
+    for several partitions at once, their rows with a ``scope`` column.
+
+    Example::
+
+        @asset(partitions_def=scopes_partitions(tool))
+        def unused_field_names(unused_fields_report: pd.DataFrame) -> list[str]: ...
+    """
+
+    store_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the report store; default from settings."
+    )
+
+    def handle_output(self, context: OutputContext, obj: Any) -> None:
+        # finalise committed the report, header and rows in one transaction: nothing to write.
+        return
+
+    def load_input(self, context: InputContext) -> Any:
+        import pandas as pd
+
+        from precompute_assets.core.report_store import ReportStore
+
+        tool = context.asset_key.path[-1].removesuffix("_report")
+        store = ReportStore(_engine(self.store_url or Settings.from_env().store_url))
+        scopes = context.asset_partition_keys if context.has_asset_partitions else []
+        frames = []
+        for scope in scopes:
+            stored = store.read(tool, scope)
+            if stored is None:
+                raise ReportNotStoredError(
+                    f"no {tool} report for scope {scope!r} in the store: materialise partition "
+                    f"{scope!r} of {context.asset_key.to_user_string()} first"
+                )
+            header, rows = stored
+            rows.attrs["header"] = dataclasses.asdict(header)
+            frames.append(rows)
+        if len(frames) == 1:
+            return frames[0]
+        return pd.concat(
+            [rows.assign(scope=scope) for scope, rows in zip(scopes, frames, strict=True)],
+            ignore_index=True,
+        )
 
 
 class StepOutputIOManager(ConfigurableIOManager):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
+from typing import Any, TypeVar
 
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
@@ -12,58 +13,88 @@ from precompute_assets.core.cache import cache_from_url, check_cache_reachable
 from precompute_assets.core.db import create_engine_for
 from precompute_assets.core.ledger import Ledger
 from precompute_assets.core.report_store import ReportStore
-from precompute_assets.core.settings import Settings
+from precompute_assets.core.settings import (
+    GROUPS,
+    ExecutorSettings,
+    RefreshSettings,
+    Settings,
+    SettingsGroup,
+)
 
-# The settings a resource carries; the rest come from the environment of the process using it.
-RESOURCE_SETTINGS = ("source_url", "store_url", "batch_size", "max_shards", "cache_url")
+G = TypeVar("G", bound=SettingsGroup)
+
+
+def _described(group: type[SettingsGroup], name: str) -> Any:
+    """The resource's field for a setting: empty by default, described as the setting is."""
+    field = group.model_fields[name]
+    variable = field.json_schema_extra["env"]
+    return Field(
+        default=None, description=f"{field.description}. Unset: ${variable}, or its default."
+    )
 
 
 class PrecomputeResource(ConfigurableResource):
-    """Where the source, ledger and reports live, and how a job is cut into batches and shards.
+    """Every setting of the framework: where the data lives, how a job is cut, how scopes are
+    refreshed and runs run.
 
-    Fields left empty take their value from the environment (see ``Settings``), so one
-    ``dagster.yaml`` serves a laptop and a deployment.
+    Each field left empty takes its value from its environment variable, else its default (see
+    ``precompute_assets.core.settings``), so one ``dagster.yaml`` serves a laptop and a
+    deployment; the launchpad shows them all. A value set here passes the same validation.
 
     Example::
 
         Definitions(assets=..., resources={"precompute": PrecomputeResource(batch_size=2000)})
     """
 
-    source_url: str | None = Field(default=None, description="SQLAlchemy URL of the source.")
-    store_url: str | None = Field(
-        default=None, description="SQLAlchemy URL of the batch ledger and the report store."
-    )
-    batch_size: int | None = Field(default=None, description="Entities per scanned batch.")
-    max_shards: int | None = Field(default=None, description="Most mapped scan steps per job.")
-    cache_url: str | None = Field(
-        default=None,
-        description="redis://host:port/db or memcached://host:port for batch contributions.",
-    )
+    home: str | None = _described(Settings, "home")
+    source_url: str | None = _described(Settings, "source_url")
+    store_url: str | None = _described(Settings, "store_url")
+    batch_size: int | None = _described(Settings, "batch_size")
+    max_shards: int | None = _described(Settings, "max_shards")
+    cache_url: str | None = _described(Settings, "cache_url")
+    job_retention_days: float | None = _described(Settings, "job_retention_days")
+    threshold: float | None = _described(RefreshSettings, "threshold")
+    max_age_days: float | None = _described(RefreshSettings, "max_age_days")
+    low_max_age_days: float | None = _described(RefreshSettings, "low_max_age_days")
+    budget: int | None = _described(RefreshSettings, "budget")
+    baseline_budget: int | None = _described(RefreshSettings, "baseline_budget")
+    sensor_interval_s: int | None = _described(RefreshSettings, "sensor_interval_s")
+    large_scope_entities: int | None = _described(ExecutorSettings, "large_scope_entities")
+    large_scope_executor: str | None = _described(ExecutorSettings, "large_scope_executor")
+    celery_broker: str | None = _described(ExecutorSettings, "celery_broker")
+    celery_backend: str | None = _described(ExecutorSettings, "celery_backend")
+    max_runtime_s: int | None = _described(ExecutorSettings, "max_runtime_s")
 
     def settings(self) -> Settings:
-        """The environment's settings with this resource's fields over them, validated alike."""
+        """Where the data lives: the environment's settings with this resource's over them."""
+        return self._group(Settings)
+
+    def refresh_settings(self) -> RefreshSettings:
+        return self._group(RefreshSettings)
+
+    def executor_settings(self) -> ExecutorSettings:
+        return self._group(ExecutorSettings)
+
+    def _group(self, group: type[G]) -> G:
         overrides = {
             name: getattr(self, name)
-            for name in RESOURCE_SETTINGS
+            for name in group.model_fields
             if getattr(self, name) is not None
         }
-        if not overrides:
-            return Settings.from_env()
-        return Settings.validated(
-            {**Settings.from_env().model_dump(), **overrides},
-            names={name: f"resource field precompute.{name}" for name in overrides},
-        )
+        names = {name: f"resource field precompute.{name}" for name in overrides}
+        return group.from_env().overridden(overrides, names)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         # A bad value fails the run as it starts, before any op opens a job.
-        self.settings()
+        for group in GROUPS:
+            self._group(group)
 
     def source_engine(self) -> Engine:
         return _source_engine(self.settings().source_url)
 
     def ledger(self) -> Ledger:
         settings = self.settings()
-        return _ledger(settings.store_url, settings.cache_url)
+        return _ledger(settings.store_url, settings.cache_url, settings.job_retention_days)
 
     def store(self) -> ReportStore:
         return _store(self.settings().store_url)
@@ -83,9 +114,9 @@ def _source_engine(url: str) -> Engine:
 
 
 @cache
-def _ledger(url: str, cache_url: str | None) -> Ledger:
+def _ledger(url: str, cache_url: str | None, retention_days: float) -> Ledger:
     tier = None if cache_url is None else check_cache_reachable(cache_from_url(cache_url))
-    return Ledger(_engine(url), tier)
+    return Ledger(_engine(url), tier, retention_days)
 
 
 @cache

@@ -45,10 +45,6 @@ if TYPE_CHECKING:
     from dagster._core.definitions.reconstruct import ReconstructableJob
 
 
-class RunFailedError(RuntimeError):
-    """A run of a report job failed; the message names the run, the tool and the scope."""
-
-
 def project_instance(project_dir: Path) -> DagsterInstance:
     """The persistent Dagster instance of the project (``DAGSTER_HOME``, else the project dir).
 

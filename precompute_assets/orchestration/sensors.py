@@ -60,8 +60,9 @@ def refresh_tags(tool: ReportTool[Any], request: RefreshRequest) -> dict[str, st
     }
 
 
-def run_request(tool: ReportTool[Any], request: RefreshRequest, job_name: str) -> RunRequest:
-    settings = ExecutorSettings.from_env()
+def run_request(
+    tool: ReportTool[Any], request: RefreshRequest, job_name: str, settings: ExecutorSettings
+) -> RunRequest:
     return RunRequest(
         job_name=job_name,
         run_key=request.run_key,
@@ -94,7 +95,9 @@ def registered_states(
     return [state for state in states if state.scope in registered]
 
 
-def build_discovery_sensor(tool: ReportTool[Any], job_name: str) -> SensorDefinition:
+def build_discovery_sensor(
+    tool: ReportTool[Any], job_name: str, interval_s: int
+) -> SensorDefinition:
     """Keep the tool's partitions equal to the source's scopes; request new scopes' first reports.
 
     A scope deleted from the source loses its partition and its stored report in the same tick:
@@ -105,17 +108,17 @@ def build_discovery_sensor(tool: ReportTool[Any], job_name: str) -> SensorDefini
     @sensor(
         name=f"{tool.name}_discovery_sensor",
         job_name=job_name,
-        minimum_interval_seconds=RefreshSettings.from_env().sensor_interval_s,
+        minimum_interval_seconds=interval_s,
         default_status=DefaultSensorStatus.STOPPED,
         description=f"Adds and removes {tool.name} scopes as the source gains and loses them.",
     )
     def discovery_sensor(
         context: SensorEvaluationContext, precompute: PrecomputeResource
     ) -> SensorResult:
-        settings = RefreshSettings.from_env()
+        settings, executors = precompute.refresh_settings(), precompute.executor_settings()
         known = set(context.instance.get_dynamic_partitions(partitions.name))
         with connect(precompute.source_engine()) as source:
-            scopes = tool.scopes(source)
+            scopes = list(tool.catalogue.scopes(source))
         added = [scope for scope in scopes if scope not in known]
         removed = sorted(known - set(scopes))
         for scope in removed:
@@ -128,7 +131,7 @@ def build_discovery_sensor(tool: ReportTool[Any], job_name: str) -> SensorDefini
         ]
         context.log.info(f"{len(added)} scopes added, {len(removed)} removed")
         return SensorResult(
-            run_requests=[run_request(tool, request, job_name) for request in requests],
+            run_requests=[run_request(tool, request, job_name, executors) for request in requests],
             dynamic_partitions_requests=[
                 *([partitions.build_add_request(added)] if added else []),
                 *([partitions.build_delete_request(removed)] if removed else []),
@@ -142,6 +145,7 @@ def build_refresh_sensor(
     tool: ReportTool[Any],
     report_job: Any,  # define_asset_job's
     freshness_job: JobDefinition,
+    interval_s: int,
 ) -> SensorDefinition:
     """Request the most pressing refreshes each tick, and keep ``report_fresh`` true.
 
@@ -149,25 +153,24 @@ def build_refresh_sensor(
     tick also requests one run of the freshness job for those scopes (one at a time per tool).
     A tick that requests nothing says why, with its counts.
     """
-    settings = RefreshSettings.from_env()
     job_name = report_job.name
 
     @sensor(
         name=f"{tool.name}_refresh_sensor",
         jobs=[report_job, freshness_job],
-        minimum_interval_seconds=settings.sensor_interval_s,
+        minimum_interval_seconds=interval_s,
         default_status=DefaultSensorStatus.STOPPED,
         description=f"Refreshes {tool.name} reports by utilisation, within a budget per tick.",
     )
     def refresh_sensor(
         context: SensorEvaluationContext, precompute: PrecomputeResource
     ) -> SensorResult:
-        settings = RefreshSettings.from_env()
+        settings, executors = precompute.refresh_settings(), precompute.executor_settings()
         now = time.time()
         states = registered_states(context.instance, tool, precompute, now)
         in_flight = in_flight_scopes(context.instance, tool, job_name)
         requests = plan_refresh(states, settings, in_flight=in_flight, now=now)
-        run_requests = [run_request(tool, request, job_name) for request in requests]
+        run_requests = [run_request(tool, request, job_name, executors) for request in requests]
         changed: list[ScopeState] = []
         recording = _has_run_in_flight(context.instance, freshness_job.name)
         if not recording:
@@ -237,7 +240,8 @@ def build_baseline_schedule(
     def baseline_schedule(context: ScheduleEvaluationContext, precompute: PrecomputeResource):
         states = registered_states(context.instance, tool, precompute)
         in_flight = in_flight_scopes(context.instance, tool, job_name)
-        requests = plan_baseline(states, RefreshSettings.from_env(), in_flight=in_flight)
-        return [run_request(tool, request, job_name) for request in requests]
+        requests = plan_baseline(states, precompute.refresh_settings(), in_flight=in_flight)
+        executors = precompute.executor_settings()
+        return [run_request(tool, request, job_name, executors) for request in requests]
 
     return baseline_schedule

@@ -1,0 +1,1 @@
+"""Alembic migrations of the store database (``precompute migrate``); ``versions/`` holds them."""
