@@ -8,6 +8,7 @@ opens a job.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -17,12 +18,16 @@ from dagster import DagsterEventType
 from precompute_assets.cli.main import main
 from precompute_assets.core.schema import jobs
 from precompute_assets.core.settings import (
+    GROUPS,
+    README_GROUPS,
     ExecutorSettings,
     RefreshSettings,
     Settings,
     SettingsError,
+    with_settings_tables,
 )
 from precompute_assets.orchestration.definitions import build_definitions
+from precompute_assets.orchestration.resources import PrecomputeResource
 
 BAD_ENVIRONMENT = [
     ("PRECOMPUTE_BATCH_SIZE", "0", "greater than 0"),
@@ -102,3 +107,21 @@ def test_launchpad_config_is_validated_as_the_run_starts_before_any_job_opens(
     if sa.inspect(store).has_table(jobs.name):
         with store.connect() as connection:
             assert connection.execute(jobs.select()).all() == [], "no job was opened"
+
+
+def test_the_resource_has_a_field_for_every_setting_described_as_it():
+    fields = PrecomputeResource.model_fields
+    for group in GROUPS:
+        for name, field in group.model_fields.items():
+            assert name in fields, f"the launchpad cannot set {name}"
+            assert fields[name].description.startswith(field.description)
+
+
+def test_the_readme_tables_are_generated_from_the_settings():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert readme == with_settings_tables(readme), (
+        "README.md's settings tables are out of date: run "
+        "`python -m precompute_assets.core.settings README.md`"
+    )
+    for group in README_GROUPS:
+        assert f"<!-- settings:{group.__name__} -->" in readme

@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-import os
 import pkgutil
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -24,10 +23,9 @@ from typing import Any
 
 from precompute_assets.contract import ReportTool, ScopeCatalogue
 from precompute_assets.core.errors import ToolContractError, UnknownToolError
+from precompute_assets.core.settings import ToolSettings
 
 ENTRY_POINT_GROUP = "precompute.tools"
-DISABLE_AUTOLOAD_ENV = "PRECOMPUTE_DISABLE_PLUGIN_AUTOLOAD"
-DISABLED_TOOLS_ENV = "PRECOMPUTE_DISABLED_TOOLS"
 BUILTIN_PACKAGE = "tool_plugins"
 BUILTIN_DISTRIBUTION = "precompute-assets"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -69,10 +67,10 @@ class Registry:
 
 def discover(*, autoload: bool | None = None, environ: Mapping[str, str] | None = None) -> Registry:
     """Every tool of the built-in package and (unless disabled) the entry points, checked."""
-    env = os.environ if environ is None else environ
+    settings = ToolSettings.from_env(environ)
     if autoload is None:
-        autoload = env.get(DISABLE_AUTOLOAD_ENV, "") not in ("1", "true", "yes")
-    disabled = {name.strip() for name in env.get(DISABLED_TOOLS_ENV, "").split(",") if name}
+        autoload = not settings.disable_plugin_autoload
+    disabled = settings.disabled
     found = [*(_entry_point_tools() if autoload else ()), *_builtin_tools()]
     entries: dict[str, ToolEntry] = {}
     classes: dict[str, type] = {}
@@ -194,7 +192,8 @@ def _checked(origin: str, label: str, load: Any, disabled: set[str]) -> ToolEntr
     name = getattr(candidate, "name", None)
     shown = name if isinstance(name, str) and _NAME.match(name) else label
     if shown in disabled:
-        return ToolEntry(shown, origin, DISABLED, f"listed in {DISABLED_TOOLS_ENV}")
+        variable = ToolSettings.variables()["disabled_tools"]
+        return ToolEntry(shown, origin, DISABLED, f"listed in {variable}")
     try:
         tool = validate_tool(candidate, origin)
         quick_check(tool)

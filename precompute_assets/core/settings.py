@@ -208,7 +208,29 @@ class ExecutorSettings(SettingsGroup):
     )
 
 
+class ToolSettings(SettingsGroup):
+    """Which tools load, read once, when the tools are discovered (not per run)."""
+
+    disable_plugin_autoload: bool = setting(
+        False,
+        "PRECOMPUTE_DISABLE_PLUGIN_AUTOLOAD",
+        "`1` loads only the tools in `tool_plugins/`, not those of entry points",
+    )
+    disabled_tools: str = setting(
+        "",
+        "PRECOMPUTE_DISABLED_TOOLS",
+        "tools left out by name, comma-separated",
+        "none",
+    )
+
+    @property
+    def disabled(self) -> set[str]:
+        return {name.strip() for name in self.disabled_tools.split(",") if name.strip()}
+
+
+# The settings of runs, which the ``precompute`` resource carries; tools load before any run.
 GROUPS: tuple[type[SettingsGroup], ...] = (Settings, RefreshSettings, ExecutorSettings)
+README_GROUPS: tuple[type[SettingsGroup], ...] = (*GROUPS, ToolSettings)
 
 
 def settings_table(group: type[SettingsGroup]) -> str:
@@ -221,6 +243,19 @@ def settings_table(group: type[SettingsGroup]) -> str:
     return "\n".join(lines)
 
 
+def with_settings_tables(text: str) -> str:
+    """``text`` (the README) with each ``<!-- settings:Group -->`` block regenerated."""
+    for group in README_GROUPS:
+        start, end = f"<!-- settings:{group.__name__} -->", "<!-- /settings -->"
+        before, found, rest = text.partition(start)
+        if not found:
+            continue
+        _, _, after = rest.partition(end)
+        text = f"{before}{start}\n{settings_table(group)}\n{end}{after}"
+    return text
+
+
 if __name__ == "__main__":
-    for group in GROUPS if len(sys.argv) < 2 else [globals()[sys.argv[1]]]:
-        print(settings_table(group), end="\n\n")
+    # python -m precompute_assets.core.settings README.md: regenerate the README's tables.
+    readme = Path(sys.argv[1])
+    readme.write_text(with_settings_tables(readme.read_text()))
