@@ -78,6 +78,13 @@ def _ticks(doc: Figures) -> str:
     return ", ".join(f"{int(size[7:]):,}: {sensor[size]['tick_max_s']:.2f} s" for size in sizes)
 
 
+def _commands(doc: Figures) -> str:
+    commands = doc.get("commands")
+    if commands is None:
+        return "n/a"
+    return f"{commands['report_s']:.2f} s / {commands['status_s']:.2f} s"
+
+
 FIGURES: list[tuple[str, Callable[[Figures], str]]] = [
     ("direct query, fastest correct formulation", _direct),
     ("framework, in-process executor", _framework("in_process")),
@@ -93,6 +100,7 @@ FIGURES: list[tuple[str, Callable[[Figures], str]]] = [
         _latency("reader_read_with_staleness"),
     ),
     ("refresh sensor tick by number of scopes (worst tick)", _ticks),
+    ("`precompute report` / `precompute status`, start to end", _commands),
 ]
 
 TARGETS: list[tuple[str, tuple[str, ...]]] = [
@@ -108,6 +116,8 @@ TARGETS: list[tuple[str, tuple[str, ...]]] = [
     ("peak RSS, 1M over 100k", ("rss_1m_over_100k",)),
     ("stored report read p99 (ms)", ("read_p99_ms",)),
     ("sensor tick at 10,000 scopes (s)", ("sensor_tick_10k_s",)),
+    ("`precompute report` (s)", ("report_command_s",)),
+    ("`precompute status` (s)", ("status_command_s",)),
 ]
 
 

@@ -362,6 +362,34 @@ def time_reads(databases: Databases, count: int, rounds: int) -> dict[str, Any]:
         source.dispose()
 
 
+def time_commands(databases: Databases, rounds: int) -> dict[str, Any]:
+    """Wall time of ``precompute report`` and ``precompute status`` in a fresh process each, the
+    best of ``rounds`` + 2: mostly what a command imports before it reads."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PRECOMPUTE_")},
+        "PRECOMPUTE_SOURCE_URL": databases.source_url,
+        "PRECOMPUTE_STORE_URL": databases.store_url,
+    }
+    commands = {
+        "report": ["report", TOOL, SCOPE, "--unused-only"],
+        "status": ["status", TOOL],
+    }
+    timed = {}
+    for name, argv in commands.items():
+        seconds = []
+        for _ in range(rounds + 2):
+            started = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "precompute_assets.cli", *argv],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+            seconds.append(time.perf_counter() - started)
+        timed[f"{name}_s"] = round(min(seconds), 3)
+    return timed
+
+
 def time_sensor(scopes: list[int], folder: Path, ticks: int) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"backend": "sqlite (bench/sensor_tick.py)", "ticks": ticks}
@@ -421,6 +449,8 @@ def targets(figures: dict[str, Any], backend: str) -> dict[str, dict[str, Any]]:
         ("rss_1m_over_100k", found["rss_1m_over_100k"], "<=", 1.5),
         ("read_p99_ms", figures["read_p99_ms"], "<=", 5),
         ("sensor_tick_10k_s", figures["sensor_tick_10k_s"], "<=", 3),
+        ("report_command_s", figures["commands"]["report_s"], "<=", 0.4),
+        ("status_command_s", figures["commands"]["status_s"], "<=", 1),
     ]
     compare: dict[str, Callable[[float, float], bool]] = {
         "<=": lambda a, b: a <= b,
@@ -508,6 +538,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "recompute_s": figures["direct"]["best_s"],
     }
     figures["read_p99_ms"] = figures["reads"]["store_read"]["p99_ms"]
+    progress("start-up of precompute report and status")
+    figures["commands"] = time_commands(large, args.repeats)
     progress(f"sensor ticks over {args.sensor_scopes} scopes")
     figures["sensor"] = time_sensor(args.sensor_scopes, args.folder / "sensor", args.sensor_ticks)
     figures["sensor_tick_10k_s"] = figures["sensor"].get("scopes_10000", {}).get("tick_max_s")

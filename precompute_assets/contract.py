@@ -62,7 +62,8 @@ class ScopeCatalogue(ABC):
     """Which scopes a source holds, whose they are, and how each one stands.
 
     The refresh policy asks these of many scopes at once, on every sensor tick: each method is
-    one query for all the scopes asked, never one query per scope. Laws:
+    one query for all the scopes asked, never one query per scope. ``limit``, if set, is what
+    utilisation is measured against (shown as "682 of 700"). Laws:
 
     - ``scopes`` names every scope with its tenant (the owner whose admins may read its report).
     - ``watermark`` changes whenever any row the tool's report reads changes, whoever writes it,
@@ -72,6 +73,8 @@ class ScopeCatalogue(ABC):
     - A scope the source does not hold is absent from ``utilisation`` and ``watermark``;
       ``initialise`` raises ``ScopeNotFoundError`` for it.
     """
+
+    limit: int | None = None
 
     @abstractmethod
     def scopes(self, source: Connection) -> dict[str, str]:

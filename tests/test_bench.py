@@ -32,6 +32,7 @@ def test_the_benchmark_runs_and_checks_the_direct_query_against_the_framework(
     assert finished.returncode == 0, finished.stderr[-5000:]
     figures = json.loads(out.read_text())
     assert figures["direct"]["same_rows_as_framework"] is True
+    assert figures["commands"]["report_s"] > 0 and figures["commands"]["status_s"] > 0
     assert set(figures["ratios"]) >= {
         "framework_over_direct",
         "naive_over_framework",

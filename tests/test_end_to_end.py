@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 
 import pandas as pd
-import pytest
 import sqlalchemy as sa
 from conftest import run_partition, source_connection
 from dagster import DagsterEventType, asset, materialize
@@ -42,7 +41,13 @@ def test_materialize_one_partition_commits_the_report(tools, precompute, instanc
     assert metadata["shards"].value == min(3, header.batch_count)
     assert metadata["unused"].value == header.unused_count == int(rows["unused"].sum())
     assert metadata["dagster/row_count"].value == len(rows)
-    assert metadata["utilisation"].value == pytest.approx(len(rows) / 700)
+    # Figures as people say them: a percentage of the limit, names, "never", how many shown.
+    assert metadata["utilisation"].value == f"{len(rows) / 700:.0%} ({len(rows)} of 700)"
+    preview = metadata["unused_preview"].value
+    assert preview.startswith(f"Showing {min(20, header.unused_count)} of {header.unused_count}")
+    first = rows[rows["unused"]].iloc[0]
+    assert f"| {first['entity_id']} | {first['detail']['name']} |" in preview
+    assert ("never" in preview) == rows[rows["unused"]].head(20)["last_used"].isna().any()
     assert materialisation.partition == scope
 
 

@@ -13,13 +13,15 @@ the report's source anomalies.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from sqlalchemy import Connection, text
 
 from precompute_assets import Batch, Usage, UsageTool, scan_usage, usage_of
 from precompute_assets.demo import Spaces
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # The batch's work items by their key range, then each one's values by key: both SQLite and
 # PostgreSQL plan this as index range scan and nested loop.
@@ -66,6 +68,8 @@ class UnusedFields(UsageTool):
     def finalise(
         self, source: Connection, scope: str, total: Usage, params: Mapping[str, Any]
     ) -> pd.DataFrame:
+        import pandas as pd  # here, not at the top: reading a report need not load pandas
+
         records = []
         for field_id, name, origin, created_at, on_screen in source.execute(
             FIELDS, {"space_id": params["space_id"]}

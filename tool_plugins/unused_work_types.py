@@ -8,13 +8,15 @@ the report's source anomalies.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from sqlalchemy import Connection, text
 
 from precompute_assets import Batch, Usage, UsageTool, scan_usage, usage_of
 from precompute_assets.demo import Spaces
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 BATCH_ITEMS = " FROM work_items WHERE space_id = :space_id AND id BETWEEN :first AND :last"
 # Every item is a use: the window is all of time, so none is before it.
@@ -51,6 +53,8 @@ class UnusedWorkTypes(UsageTool):
     def finalise(
         self, source: Connection, scope: str, total: Usage, params: Mapping[str, Any]
     ) -> pd.DataFrame:
+        import pandas as pd  # here, not at the top: reading a report need not load pandas
+
         records = []
         for work_type, name in source.execute(WORK_TYPES, {"space_id": params["space_id"]}):
             count, latest, anomalies = usage_of(total, str(work_type), "items")

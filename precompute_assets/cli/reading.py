@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Any
 
 from precompute_assets.core.db import missing_sqlite_file, safe_url
 from precompute_assets.core.registry import get_tool, load_tools
 from precompute_assets.core.settings import RefreshSettings, Settings
+from precompute_assets.core.text import format_table
 
 
 def add_commands(commands: Any) -> None:
@@ -57,8 +59,6 @@ def status_command(args: argparse.Namespace) -> int:
 
 def report_text(report: Any) -> str:
     """A stored report as a person reads it: its header, staleness, then a table of rows."""
-    import pandas as pd
-
     header = report.header
     lines = [
         f"{header.tool} report for {header.scope}",
@@ -68,14 +68,23 @@ def report_text(report: Any) -> str:
     ]
     if header.utilisation is not None:
         lines.append(f"  utilisation {header.utilisation:.0%}")
-    if report.rows.empty:
+    if not report.records:
         lines.append("  (no rows)")
         return "\n".join(lines)
-    table = report.rows.assign(
-        name=report.rows["detail"].map(lambda d: d.get("name", "")),
-        last_used=report.rows["last_used"].map(
-            lambda t: "never" if pd.isna(t) else t.strftime("%Y-%m-%d")
-        ),
-    )[["entity_id", "name", "unused", "usage_count", "last_used"]]
-    lines += ["", table.to_string(index=False)]
+    table = [
+        [
+            record["entity_id"],
+            str(record["detail"].get("name", "")),
+            "yes" if record["unused"] else "no",
+            str(record["usage_count"]),
+            _day(record["last_used"]),
+        ]
+        for record in report.records
+    ]
+    titles = ["entity_id", "name", "unused", "usage_count", "last_used"]
+    lines += ["", format_table(titles, table)]
     return "\n".join(lines)
+
+
+def _day(seconds: int | None) -> str:
+    return "never" if seconds is None else time.strftime("%Y-%m-%d", time.gmtime(seconds))

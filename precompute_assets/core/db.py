@@ -27,6 +27,8 @@ _PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)[^@\s]*@")
 def safe_url(url: str | URL) -> str:
     """The URL as it may be printed: its password masked, whatever its scheme."""
     if isinstance(url, URL):
+        if url.get_backend_name() == "sqlite" and (url.database or "").startswith("file:"):
+            url = url.set(database=url.database.removeprefix("file:"), query={})  # read-only
         return url.render_as_string(hide_password=True)
     return _PASSWORD.sub(r"\1***@", str(url))
 

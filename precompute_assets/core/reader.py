@@ -6,19 +6,21 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-import pandas as pd
 from sqlalchemy import Engine
 
 from precompute_assets.contract import REPORT_COLUMNS, ReportTool
 from precompute_assets.core.db import check_reachable, connect, create_engine_for
 from precompute_assets.core.errors import NoReportError, UnknownScopeError
 from precompute_assets.core.registry import get_tool
-from precompute_assets.core.report_store import ReportHeader, ReportStore
+from precompute_assets.core.report_store import ReportHeader, ReportStore, rows_frame
 from precompute_assets.core.settings import Settings
 from precompute_assets.core.text import human_age
 from precompute_assets.core.window import window_start
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -41,25 +43,25 @@ class Staleness:
 
 @dataclass(frozen=True)
 class Report:
+    """A stored report: its header, its rows as plain values, and how stale it is.
+
+    ``records`` are dicts of ``REPORT_COLUMNS`` (``last_used`` in unix seconds or None);
+    ``rows`` gives them as the report's DataFrame.
+    """
+
     header: ReportHeader
-    rows: pd.DataFrame
+    records: list[dict[str, Any]]
     staleness: Staleness
+
+    @property
+    def rows(self) -> pd.DataFrame:
+        return rows_frame(
+            [tuple(record[name] for name in REPORT_COLUMNS) for record in self.records]
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The report as strict JSON values: a missing time is null, never NaN."""
-        rows = [
-            {
-                "entity_type": entity_type,
-                "entity_id": entity_id,
-                "unused": bool(unused),
-                "usage_count": int(count),
-                "last_used": None if pd.isna(used) else used.isoformat(),
-                "detail": detail,
-            }
-            for entity_type, entity_id, unused, count, used, detail in self.rows[
-                list(REPORT_COLUMNS)
-            ].itertuples(index=False)
-        ]
+        rows = [{**record, "last_used": _iso(record["last_used"])} for record in self.records]
         return {
             "tool": self.header.tool,
             "scope": self.header.scope,
@@ -74,6 +76,10 @@ class Report:
             },
             "rows": rows,
         }
+
+
+def _iso(seconds: int | None) -> str | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat()
 
 
 class ReportReader:
@@ -103,7 +109,7 @@ class ReportReader:
 
     def read(self, tool_name: str, scope: str, *, unused_only: bool = False) -> Report:
         tool = get_tool(self.tools, tool_name)
-        stored = self.store.read(tool.name, scope, unused_only=unused_only)
+        stored = self.store.read_records(tool.name, scope, unused_only=unused_only)
         current = self.current_watermark(tool, scope)
         if stored is None:
             if current is None:

@@ -11,14 +11,15 @@ from __future__ import annotations
 import json
 import weakref
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from precompute_assets.contract import REPORT_COLUMNS
+
+if TYPE_CHECKING:
+    import pandas as pd
 from precompute_assets.core.db import (
     connect,
     dialect_insert,
@@ -130,6 +131,27 @@ class ReportStore:
         self, tool: str, scope: str, *, unused_only: bool = False
     ) -> tuple[ReportHeader, pd.DataFrame] | None:
         """The header and rows of one report from one snapshot, or None if there is none."""
+        fetched = self._fetch(tool, scope, unused_only)
+        return None if fetched is None else (fetched[0], rows_frame(fetched[1]))
+
+    def read_records(
+        self, tool: str, scope: str, *, unused_only: bool = False
+    ) -> tuple[ReportHeader, list[dict[str, Any]]] | None:
+        """``read`` as plain values, without pandas: ``last_used`` in unix seconds or None,
+        ``detail`` a dict."""
+        fetched = self._fetch(tool, scope, unused_only)
+        if fetched is None:
+            return None
+        header, rows = fetched
+        records = [dict(zip(REPORT_COLUMNS, row, strict=True)) for row in rows]
+        for record in records:
+            record["unused"] = bool(record["unused"])
+            record["detail"] = json.loads(record["detail"]) if record["detail"] else {}
+        return header, records
+
+    def _fetch(
+        self, tool: str, scope: str, unused_only: bool
+    ) -> tuple[ReportHeader, list[sa.Row]] | None:
         with snapshot_transaction(self.engine) as connection:
             header = _read_header(connection, tool, scope) if self._readable(connection) else None
             if header is None:
@@ -139,8 +161,7 @@ class ReportStore:
             )
             if unused_only:
                 query = query.where(rows_table.c.unused.is_(True))
-            fetched = connection.execute(query.order_by(rows_table.c.entity_id)).all()
-            return header, _rows_frame(fetched)
+            return header, connection.execute(query.order_by(rows_table.c.entity_id)).all()
 
     def _readable(self, connection: sa.Connection) -> bool:
         """Whether the store has this release's tables (checked once per engine); a store that
@@ -173,6 +194,8 @@ def _header_from_row(row: sa.Row) -> ReportHeader:
 
 def _row_records(header: ReportHeader, rows: pd.DataFrame) -> list[dict[str, Any]]:
     # Plain Python values: a pandas map would turn a missing time into NaN, not NULL.
+    import pandas as pd
+
     return [
         {
             "tool": header.tool,
@@ -196,9 +219,17 @@ def _row_records(header: ReportHeader, rows: pd.DataFrame) -> list[dict[str, Any
     ]
 
 
-def _rows_frame(fetched: list[sa.Row]) -> pd.DataFrame:
-    # Typed columns built once from plain lists: several times faster than a frame of Row
-    # objects converted column by column, which is most of a read's time.
+def rows_frame(fetched: list[sa.Row] | list[tuple[Any, ...]]) -> pd.DataFrame:
+    """Stored rows (``REPORT_COLUMNS`` in order, times in unix seconds, details as JSON text or
+    dicts) as the report's DataFrame.
+
+    Typed columns built once from plain lists: several times faster than a frame of Row objects
+    converted column by column, which is most of a read's time. pandas is imported here, so
+    that a read of records never pays for it.
+    """
+    import numpy as np
+    import pandas as pd
+
     columns = list(zip(*fetched, strict=True)) if fetched else [()] * len(REPORT_COLUMNS)
     by_name = dict(zip(REPORT_COLUMNS, columns, strict=True))
     last_used = np.array(by_name["last_used"], dtype="datetime64[s]")
@@ -209,7 +240,13 @@ def _rows_frame(fetched: list[sa.Row]) -> pd.DataFrame:
             "unused": np.array(by_name["unused"], dtype=bool),
             "usage_count": np.array(by_name["usage_count"], dtype=np.int64),
             "last_used": pd.Series(last_used).dt.tz_localize("UTC"),
-            "detail": [json.loads(detail) if detail else {} for detail in by_name["detail"]],
+            "detail": [_detail(detail) for detail in by_name["detail"]],
         },
         columns=list(REPORT_COLUMNS),
     )
+
+
+def _detail(stored: str | dict[str, Any] | None) -> dict[str, Any]:
+    if isinstance(stored, dict):
+        return stored
+    return json.loads(stored) if stored else {}

@@ -43,6 +43,7 @@ from precompute_assets.core.ledger import OPEN
 from precompute_assets.core.phases import ShardResult, finalise_job, open_job, run_shard
 from precompute_assets.core.plan import JobPlan, Shard, ShardTask
 from precompute_assets.core.report_store import ReportHeader
+from precompute_assets.core.text import markdown_table
 from precompute_assets.orchestration.resources import PrecomputeResource
 
 # The one retry policy of every op: a step that failed for a reason that may pass (the database,
@@ -181,7 +182,7 @@ def build_report_asset(
             f"{header.unused_count} unused, generation {plan.generation}"
             + (f"; rescanned lost batches {report.rescanned}" if report.rescanned else "")
         )
-        metadata = _materialisation_metadata(header, report.rows, len(report.rescanned))
+        metadata = _materialisation_metadata(tool, header, report.rows, len(report.rescanned))
         evictions = ledger.evictions()
         if evictions is not None and tasks[0].evictions_before is not None:
             metadata["cache_evictions"] = evictions - tasks[0].evictions_before
@@ -200,27 +201,60 @@ def build_report_asset(
     return report_asset
 
 
+PREVIEW_ROWS = 20
+
+
 def _materialisation_metadata(
-    header: ReportHeader, rows: pd.DataFrame, rescanned: int
+    tool: ReportTool[Any], header: ReportHeader, rows: pd.DataFrame, rescanned: int
 ) -> dict[str, Any]:
+    """What an operator reads on the materialisation: figures as people say them."""
     return {
         "scope": header.scope,
+        "tenant": header.tenant or "",
         "entities_scanned": header.entity_count,
         "batches": header.batch_count,
         "shards": header.shard_count,
         "batches_rescanned_at_finalise": rescanned,
         "unused": header.unused_count,
         "dagster/row_count": header.row_count,
-        "utilisation": MetadataValue.float(header.utilisation or 0.0),
+        "utilisation": MetadataValue.text(_utilisation(tool, header.utilisation)),
         "duration_s": header.duration_s,
         "generation": header.generation,
         "watermark": header.watermark,
         "source_anomalies": MetadataValue.json(header.summary.get("source_anomalies", {})),
-        "unused_preview": MetadataValue.md(
-            rows.loc[rows["unused"], ["entity_id", "usage_count", "last_used"]]
-            .head(20)
-            .to_markdown(index=False)
-            if header.unused_count
-            else "none"
-        ),
+        "unused_preview": MetadataValue.md(_unused_preview(rows, header.unused_count)),
     }
+
+
+def _utilisation(tool: ReportTool[Any], utilisation: float | None) -> str:
+    """``97% (682 of 700)``, or ``97%`` when the catalogue has no limit."""
+    if utilisation is None:
+        return "unknown"
+    limit = tool.catalogue.limit
+    of_limit = f" ({round(utilisation * limit)} of {limit})" if limit else ""
+    return f"{utilisation:.0%}{of_limit}"
+
+
+def _unused_preview(rows: pd.DataFrame, unused_count: int) -> str:
+    """The first unused entities with their names, and how many of how many are shown."""
+    if not unused_count:
+        return "No unused entity."
+    unused = rows.loc[rows["unused"]].head(PREVIEW_ROWS)
+    table = [
+        [
+            entity_id,
+            str(detail.get("name", "")),
+            str(count),
+            "never" if pd.isna(used) else f"{used:%Y-%m-%d}",
+        ]
+        for entity_id, detail, count, used in zip(
+            unused["entity_id"],
+            unused["detail"],
+            unused["usage_count"],
+            unused["last_used"],
+            strict=True,
+        )
+    ]
+    shown = f"Showing {len(table)} of {unused_count} unused."
+    titles = ["entity", "name", "uses", "last used"]
+    return f"{shown}\n\n{markdown_table(titles, table)}"
