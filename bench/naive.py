@@ -22,7 +22,6 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator
-from functools import reduce
 from typing import Any
 
 import sqlalchemy as sa
@@ -90,7 +89,7 @@ def scan_batch(task: dict[str, Any]) -> dict[str, list[int]]:
 
 @op
 def merge_batches(contributions: list[dict[str, list[int]]]) -> dict[str, list[int]]:
-    return reduce(TOOL.merge, contributions, TOOL.empty())
+    return TOOL.merge([TOOL.empty(), *contributions])
 
 
 @job

@@ -286,12 +286,16 @@ def test_the_refresh_sensor_ticks_green_and_records_every_change_of_freshness(
     # a tick has nothing to do and says why.
     _wait_for_freshness_runs(deployment, 1)
     skipped = wait_until(
-        lambda: [t for t in deployment.sensor_ticks(sensor) if t["status"] == "SKIPPED"],
+        lambda: [
+            tick
+            for tick in deployment.sensor_ticks(sensor)
+            if tick["status"] == "SKIPPED"
+            and "freshness recorded for every scope" in tick["skipReason"]
+        ],
         60,
         lambda: str(deployment.sensor_ticks(sensor)),
     )
-    assert "freshness recorded for every scope" in skipped[-1]["skipReason"]
-    assert "0 due, 0 in flight, 0 over budget" in skipped[-1]["skipReason"]
+    assert "8 scopes, 0 due, 0 in flight, 0 over budget, 0 requested" in skipped[-1]["skipReason"]
 
     # Flip 1: users add work items to the high scope and the low one. The high one is
     # refreshed (and recorded stale, then fresh again); the low one is recorded stale.
