@@ -251,9 +251,9 @@ def test_the_order_dependent_tool_is_shown_on_two_batches_and_their_report(sourc
     )
     # The contribution that differs, then what it does to the report of those two batches.
     usage = r"\[\d+, (\d+|None), \d+, \d+\]"
-    assert re.search(rf"key '\d+': {usage} != {usage}", violation.difference)
+    assert re.search(rf"key '\d+': {usage}, expected {usage}", violation.difference)
     assert re.search(
-        r"folded in this order differ from \[0, 1\]: entity \d+ usage_count \d+ != \d+",
+        r"folded in this order differ from \[0, 1\]: entity \d+ usage_count \d+, expected \d+",
         violation.difference,
     )
 
@@ -305,3 +305,4 @@ def test_a_failed_check_lists_what_held_what_broke_and_what_did_not_run(source):
     assert re.search(r"^identity .* BROKEN$", text, re.MULTILINE)
     assert re.search(r"^commutative .* not run$", text, re.MULTILINE)
     assert f"BROKEN {result.violation}" in text
+    assert text.count(result.violation.difference) == 1, "the difference is printed once"

@@ -217,3 +217,9 @@ def _without_root_overrides() -> tuple[str, ...]:
 
 def _refuse_constant(name: str) -> None:
     pytest.fail(f"{name} is not JSON")
+
+
+def test_a_huge_scope_name_is_cut_in_the_error(stored, cli_env, capsys):
+    assert main(["report", "unused_fields", "s" * 100_000]) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert "unknown scope 'sss" in line and len(line) < 200

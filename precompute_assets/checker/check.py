@@ -74,7 +74,7 @@ from precompute_assets.core.db import connect
 from precompute_assets.core.errors import UnknownScopeError
 from precompute_assets.core.plan import JobPlan
 from precompute_assets.core.settings import Settings
-from precompute_assets.core.text import format_table
+from precompute_assets.core.text import format_table, shorten
 from precompute_assets.core.window import reference_params
 
 # The properties in the order they are checked, each a function of the subject.
@@ -241,7 +241,9 @@ def _initialise(tool: ReportTool[Any], connection: Connection, scope: str) -> Ex
     try:
         return _with_reference(tool, tool.catalogue.initialise(connection, scope))
     except ScopeNotFoundError as error:
-        raise UnknownScopeError(f"unknown scope {scope!r} for {tool.name}: {error}") from None
+        raise UnknownScopeError(
+            f"unknown scope {shorten(scope)!r} for {tool.name}: {shorten(str(error))}"
+        ) from None
 
 
 def _with_reference(tool: ReportTool[Any], extent: Extent) -> Extent:

@@ -87,9 +87,9 @@ def _json_key(key: Any) -> str:
 
 
 def _value_difference(baseline: Any, subject: Any, where: str = "") -> str:
-    """The first difference, subject first as in "X differs from Y: x != y".
+    """The first difference: what was found, then what the reference has.
 
-    E.g. ``key '17': [5, 1] != [4, 1]``; dicts are searched key by key, in key order.
+    E.g. ``key '17': [5, 1, 0, 0], expected [4, 1, 0, 0]``; dicts are searched key by key.
     """
     if isinstance(baseline, dict) and isinstance(subject, dict):
         for key in sorted(baseline.keys() | subject.keys(), key=repr):
@@ -97,11 +97,11 @@ def _value_difference(baseline: Any, subject: Any, where: str = "") -> str:
             if one is MISSING or other is MISSING or not _same(one, other):
                 path = f"{where} -> {key!r}" if where else f"key {key!r}"
                 return _value_difference(one, other, path)
-    return f"{where or 'value'}: {_show(subject)} != {_show(baseline)}"
+    return f"{where or 'value'}: {_show(subject)}, expected {_show(baseline)}"
 
 
 def _report_difference(baseline: ReportOrError, subject: ReportOrError) -> str | None:
-    """The first difference between two reports, subject first: ``entity 17 usage_count 5 != 4``.
+    """The first difference between two reports: ``entity 17 usage_count 5, expected 4``.
 
     None when they agree.
     """
@@ -120,7 +120,7 @@ def _report_difference(baseline: ReportOrError, subject: ReportOrError) -> str |
         for column in REPORT_COLUMNS:
             was, now = expected[entity][column], actual[entity][column]
             if not _same_cell(was, now):
-                return f"entity {entity} {column} {_show(now)} != {_show(was)}"
+                return f"entity {entity} {column} {_show(now)}, expected {_show(was)}"
     return None
 
 

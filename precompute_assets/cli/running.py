@@ -12,6 +12,7 @@ from precompute_assets.core.db import connect, create_engine_for
 from precompute_assets.core.errors import UnknownScopeError
 from precompute_assets.core.registry import get_tool, load_tools
 from precompute_assets.core.settings import Settings
+from precompute_assets.core.text import shorten
 
 
 def add_commands(commands: Any) -> None:
@@ -104,7 +105,7 @@ def touch_command(args: argparse.Namespace) -> int:
             touch_space(settings.source_url, scope, items=args.items)
         except LookupError:
             raise UnknownScopeError(
-                f"unknown scope {scope!r}: the source has no such space"
+                f"unknown scope {shorten(scope)!r}: the source has no such space"
             ) from None
     print(f"added {args.items} work items to each of {len(scopes)} spaces")
     return 0

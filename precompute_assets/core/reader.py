@@ -16,7 +16,7 @@ from precompute_assets.core.errors import NoReportError, UnknownScopeError
 from precompute_assets.core.registry import get_tool
 from precompute_assets.core.report_store import ReportHeader, ReportStore, rows_frame
 from precompute_assets.core.settings import Settings
-from precompute_assets.core.text import human_age
+from precompute_assets.core.text import human_age, shorten
 from precompute_assets.core.window import window_start
 
 if TYPE_CHECKING:
@@ -113,7 +113,9 @@ class ReportReader:
         current = self.current_watermark(tool, scope)
         if stored is None:
             if current is None:
-                raise UnknownScopeError(f"unknown scope {scope!r}: the source has no such scope")
+                raise UnknownScopeError(
+                    f"unknown scope {shorten(scope)!r}: the source has no such scope"
+                )
             raise NoReportError(
                 f"no {tool.name} report for scope {scope!r} yet; compute it with "
                 f"`precompute refresh {tool.name} {scope}`, or materialise partition {scope!r} "

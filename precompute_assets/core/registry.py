@@ -24,6 +24,7 @@ from typing import Any
 from precompute_assets.contract import ReportTool, ScopeCatalogue
 from precompute_assets.core.errors import ToolContractError, UnknownToolError
 from precompute_assets.core.settings import ToolSettings
+from precompute_assets.core.text import shorten
 
 ENTRY_POINT_GROUP = "precompute.tools"
 BUILTIN_PACKAGE = "tool_plugins"
@@ -176,11 +177,6 @@ def quick_check(tool: ReportTool[Any]) -> None:
     ):
         if merged != tool.empty():
             raise ToolContractError(f"tool {name!r}: {label} is {merged!r}, not empty()")
-
-
-def shorten(text: str, limit: int = 80) -> str:
-    """``text`` as an error message may show it: at most ``limit`` characters."""
-    return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 
 def _checked(origin: str, label: str, load: Any, disabled: set[str]) -> ToolEntry:

@@ -1,6 +1,6 @@
 """Every setting in one typed place, read from the environment when asked for, never at import.
 
-Each setting is a field of one of three pydantic models, with its environment variable, default
+Each setting is a field of one of four pydantic models, with its environment variable, default
 and description. The ``precompute`` resource has a field for each (so the launchpad shows them
 all), the README's tables are generated from them (``python -m precompute_assets.core.settings``),
 and every value passes the same validation whether it comes from the environment or from the

@@ -14,6 +14,11 @@ def format_table(titles: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def shorten(text: str, limit: int = 80) -> str:
+    """``text`` as an error message may show it: at most ``limit`` characters."""
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
 def markdown_table(titles: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A Markdown table, as the Dagster UI renders metadata."""
     lines = [titles, ["---"] * len(titles), *rows]

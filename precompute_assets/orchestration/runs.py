@@ -35,6 +35,7 @@ from precompute_assets.core.refresh import Reason, RefreshRequest, ScopeState, r
 from precompute_assets.core.registry import get_tool, load_tools
 from precompute_assets.core.report_store import ReportStore
 from precompute_assets.core.settings import ExecutorSettings, Settings
+from precompute_assets.core.text import shorten
 from precompute_assets.orchestration.assets import DEFAULT_RETRY_POLICY, scopes_partitions
 from precompute_assets.orchestration.definitions import build_definitions, report_job_name
 from precompute_assets.orchestration.executors import execution_run_config, executor_for
@@ -175,7 +176,7 @@ def refreshable_state(tool: ReportTool[Any], scope: str, settings: Settings) -> 
         check_cache_reachable(cache_from_url(settings.cache_url))
     states = scope_states(tool, source, store, [scope])
     if not states:
-        raise UnknownScopeError(f"unknown scope {scope!r}: the source has no such scope")
+        raise UnknownScopeError(f"unknown scope {shorten(scope)!r}: the source has no such scope")
     return states[0]
 
 
