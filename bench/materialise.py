@@ -36,8 +36,8 @@ from dagster import (
 )
 
 from precompute_assets.core.phases import finalise_job, open_job, run_shard
-from precompute_assets.orchestration.assets import scopes_partitions
-from precompute_assets.orchestration.definitions import build_definitions, report_job_name
+from precompute_assets.orchestration.assets import report_job_name, scopes_partitions
+from precompute_assets.orchestration.definitions import build_definitions
 from precompute_assets.orchestration.resources import PrecomputeResource
 from precompute_assets.orchestration.runs import materialise_scope
 from tool_plugins.unused_fields import UnusedFields

@@ -19,7 +19,7 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +54,7 @@ TOOL = "unused_fields"
 SLOW = "slow_fields"
 SCAN_S = 1.0
 RUN_TIMEOUT_S = 180
+ASSET_JOB = "__ASSET_JOB"  # Dagster's asset job: what an asset page's Materialize launches
 
 SENSOR_QUERY = """
 query ($selector: SensorSelector!) {
@@ -138,6 +139,16 @@ class Deployment(LiveDagster):
         fresh = [run for run in result if run["runId"] not in self.earlier_runs]
         return sorted(fresh, key=lambda run: run["startTime"] or float("inf"))
 
+    def report_runs(self, tool: str) -> list[dict[str, Any]]:
+        """Runs of the tool's report: the sensors' (the asset job, which the asset page's
+        *Materialize* launches too) and the launchpad's (the tool's job)."""
+        return [
+            run
+            for run in self.runs()
+            if run["jobName"] == f"{tool}_job"
+            or (run["jobName"] == ASSET_JOB and run["tags"].get("precompute/tool") == tool)
+        ]
+
     def history(self, tool: str, scope: str) -> list[tuple[str, str | None]]:
         """``report_fresh`` evaluations of one scope, oldest first: (status, severity)."""
         executions = self.query(
@@ -146,18 +157,22 @@ class Deployment(LiveDagster):
         ordered = sorted(executions, key=lambda execution: int(execution["id"]))
         return [(e["status"], (e["evaluation"] or {}).get("severity")) for e in ordered]
 
-    def wait_for_runs_to_end(self, job: str, count: int) -> list[dict[str, Any]]:
-        """Until ``job`` has ``count`` runs and none of them is queued or running."""
+    def wait_for_runs_to_end(
+        self, of: str | Callable[[], list[dict[str, Any]]], count: int
+    ) -> list[dict[str, Any]]:
+        """Until ``of`` (a job's name, or what lists the runs) has ``count`` runs and none of
+        them is queued or running."""
+        found = of if callable(of) else (lambda: self.runs(of))
 
         def ended() -> list[dict[str, Any]] | None:
             self.check_running()
-            runs = self.runs(job)
+            runs = found()
             done = len(runs) >= count and all(
                 run["status"] in ("SUCCESS", "FAILURE", "CANCELED") for run in runs
             )
             return runs if done else None
 
-        return wait_until(ended, RUN_TIMEOUT_S, lambda: f"{self.runs(job)}\n{self.logs()}", 1.0)
+        return wait_until(ended, RUN_TIMEOUT_S, lambda: f"{found()}\n{self.logs()}", 1.0)
 
 
 @pytest.fixture(scope="module")
@@ -275,37 +290,42 @@ def _wait_for_freshness_runs(deployment: Deployment, count: int) -> None:
     assert {run["status"] for run in runs} == {"SUCCESS"}, runs
 
 
-def test_the_refresh_sensor_ticks_green_and_records_every_change_of_freshness(
+def test_the_sensors_tick_green_and_record_every_change_of_freshness(
     deployment: Deployment,
 ):
     high, *_, low = _scopes_by_utilisation(deployment)
-    sensor = f"{TOOL}_refresh_sensor"
-    deployment.start_sensor(sensor)
+    refresh, freshness = f"{TOOL}_refresh_sensor", f"{TOOL}_freshness_sensor"
+    deployment.start_sensor(freshness)
+    deployment.start_sensor(refresh)
 
     # First ticks: nothing was recorded, so one freshness run records every scope fresh; then
-    # a tick has nothing to do and says why.
+    # both sensors have nothing to do and say why.
     _wait_for_freshness_runs(deployment, 1)
-    skipped = wait_until(
-        lambda: [
-            tick
-            for tick in deployment.sensor_ticks(sensor)
-            if tick["status"] == "SKIPPED"
-            and "freshness recorded for every scope" in tick["skipReason"]
-        ],
-        60,
-        lambda: str(deployment.sensor_ticks(sensor)),
-    )
-    assert "8 scopes, 0 due, 0 in flight, 0 over budget, 0 requested" in skipped[-1]["skipReason"]
+    for sensor, reason in [
+        (freshness, "8 scopes; freshness recorded for every scope"),
+        (refresh, "8 scopes, 0 due, 0 in flight, 0 over budget, 0 requested"),
+    ]:
+        wait_until(
+            lambda sensor=sensor, reason=reason: [
+                tick
+                for tick in deployment.sensor_ticks(sensor)
+                if tick["status"] == "SKIPPED" and tick["skipReason"] == reason
+            ],
+            60,
+            lambda sensor=sensor: str(deployment.sensor_ticks(sensor)),
+        )
 
     # Flip 1: users add work items to the high scope and the low one. The high one is
     # refreshed (and recorded stale, then fresh again); the low one is recorded stale.
     touch_space(deployment.source_url, high, items=3)
     touch_space(deployment.source_url, low, items=3)
-    refreshes = deployment.wait_for_runs_to_end(f"{TOOL}_job", 1)
+    refreshes = deployment.wait_for_runs_to_end(lambda: deployment.report_runs(TOOL), 1)
     assert [
         (r["tags"]["dagster/partition"], r["tags"]["precompute/reason"]) for r in refreshes
     ] == [(high, "changed")]
     assert refreshes[0]["status"] == "SUCCESS"
+    # The job the asset page's Materialize launches, as the Runs page shows it.
+    assert refreshes[0]["jobName"] == ASSET_JOB
     wait_until(
         lambda: (
             deployment.history(TOOL, high)[-1][0] == "SUCCEEDED"
@@ -315,7 +335,7 @@ def test_the_refresh_sensor_ticks_green_and_records_every_change_of_freshness(
         lambda: f"{deployment.history(TOOL, high)} {deployment.history(TOOL, low)}",
     )
 
-    # Flip 2: the low scope's report is refreshed from the UI; its freshness comes back.
+    # Flip 2: the low scope's report is refreshed from the launchpad; its freshness comes back.
     run_id = deployment.client.submit_job_execution(f"{TOOL}_job", tags={"dagster/partition": low})
     wait_until(
         lambda: deployment.history(TOOL, low)[-1][0] == "SUCCEEDED",
@@ -347,9 +367,10 @@ def test_the_refresh_sensor_ticks_green_and_records_every_change_of_freshness(
     assert all(a != b for a, b in itertools.pairwise(high_history))
     assert all(severity == "ERROR" for _, severity in deployment.history(TOOL, high)[1:])
     # Every tick succeeded or said why it skipped; the high scope was refreshed once only.
-    ticks = deployment.sensor_ticks(sensor)
-    assert len(ticks) >= 5 and {t["status"] for t in ticks} <= {"SUCCESS", "SKIPPED"}, ticks
-    refreshed = [r["tags"]["dagster/partition"] for r in deployment.runs(f"{TOOL}_job")]
+    for sensor in (refresh, freshness):
+        ticks = deployment.sensor_ticks(sensor)
+        assert len(ticks) >= 5 and {t["status"] for t in ticks} <= {"SUCCESS", "SKIPPED"}, ticks
+    refreshed = [r["tags"]["dagster/partition"] for r in deployment.report_runs(TOOL)]
     assert sorted(refreshed) == sorted([high, low])
 
 

@@ -9,6 +9,8 @@ import pytest
 import sqlalchemy as sa
 from conftest import run_partition
 from dagster import (
+    AssetCheckKey,
+    AssetKey,
     DagsterRunStatus,
     build_schedule_context,
     build_sensor_context,
@@ -40,16 +42,15 @@ def _tick(defs, name, instance, precompute, cursor=None):
 
 
 def _refreshes(result):
-    """The tick's refresh runs (the freshness job's run, if any, left out)."""
+    """The tick's refresh runs."""
     return [r for r in result.run_requests if r.partition_key is not None]
 
 
 def _freshness_scopes(result) -> list[str] | None:
-    """The scopes the tick asks the freshness job to record, or None if it asks nothing."""
-    [*requests] = [r for r in result.run_requests if r.job_name == f"{TOOL}_freshness_job"]
-    if not requests:
+    """The scopes a freshness tick asks the freshness job to record, or None if it asks nothing."""
+    if not result.run_requests:
         return None
-    [request] = requests
+    [request] = result.run_requests
     return request.run_config["ops"][f"{TOOL}_record_freshness"]["config"]["scopes"]
 
 
@@ -110,7 +111,11 @@ def test_refresh_orders_by_priority_sets_tags_and_respects_the_budget(
     first = _refreshes(result)[0]
     assert first.tags["dagster/priority"] == str(round(ranked[0].utilisation * 100))
     assert first.tags["precompute/reason"] == "missing"
-    assert first.job_name in (None, f"{TOOL}_job")
+    # The run the asset page's Materialize launches: the report and its completeness check.
+    assert first.job_name is None
+    assert first.asset_selection == [AssetKey(f"{TOOL}_report")]
+    assert first.asset_check_keys == [AssetCheckKey(AssetKey(f"{TOOL}_report"), "report_complete")]
+    assert first.tags["dagster/max_runtime"] == str(precompute.executor_settings().max_runtime_s)
 
 
 def test_fresh_reports_are_left_alone_below_and_above_the_threshold(own, instance, tools):
@@ -168,17 +173,28 @@ def test_reports_past_their_maximum_age_are_refreshed(own, instance, tools):
 
 
 def test_no_request_for_a_scope_with_a_run_in_flight(own, instance, tools, monkeypatch):
+    """In flight from the launchpad (the tool's job) or from a sensor or the asset page (the
+    asset job): either way the scope waits."""
     precompute, defs = own
     monkeypatch.setenv("PRECOMPUTE_REFRESH_BUDGET", "1")
     _register_all(instance, precompute, tools)
+    asset_job = defs.resolve_implicit_global_asset_job_def()
     first = _refreshes(_tick(defs, f"{TOOL}_refresh_sensor", instance, precompute))[0]
     instance.create_run_for_job(
         defs.resolve_job_def(f"{TOOL}_job"),
         tags={"dagster/partition": first.partition_key},
         status=DagsterRunStatus.STARTED,
     )
-    [next_request] = _refreshes(_tick(defs, f"{TOOL}_refresh_sensor", instance, precompute))
-    assert next_request.partition_key != first.partition_key
+    second = _refreshes(_tick(defs, f"{TOOL}_refresh_sensor", instance, precompute))[0]
+    assert second.partition_key != first.partition_key
+    instance.create_run_for_job(
+        asset_job,
+        asset_selection=frozenset({AssetKey(f"{TOOL}_report")}),
+        tags={"dagster/partition": second.partition_key},
+        status=DagsterRunStatus.STARTING,
+    )
+    [third] = _refreshes(_tick(defs, f"{TOOL}_refresh_sensor", instance, precompute))
+    assert third.partition_key not in (first.partition_key, second.partition_key)
 
 
 def _record_freshness(defs, instance, precompute, scopes):
@@ -199,22 +215,30 @@ def test_freshness_is_recorded_for_every_scope_when_it_changes(own, instance, to
     high = max(states.values(), key=lambda s: s.utilisation).scope
     low = min(states.values(), key=lambda s: s.utilisation).scope
 
+    sensor = f"{TOOL}_freshness_sensor"
+
     # Nothing recorded yet: every scope is asked for, and recorded fresh.
-    first = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
+    first = _tick(defs, sensor, instance, precompute)
     assert sorted(_freshness_scopes(first)) == scopes
+    [request] = first.run_requests
+    assert defs.resolve_sensor_def(sensor).job_name == f"{TOOL}_freshness_job"
+    assert int(request.tags["dagster/priority"]) > 1_000, "ahead of every refresh"
     recorded = _record_freshness(defs, instance, precompute, _freshness_scopes(first))
     assert sorted(recorded) == scopes and all(e.passed for e in recorded.values())
 
-    quiet = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
+    quiet = _tick(defs, sensor, instance, precompute)
     assert quiet.run_requests == []
     assert quiet.skip_reason.skip_message == (
-        f"{len(scopes)} scopes, 0 due, 0 in flight, 0 over budget, 0 requested; "
-        "freshness recorded for every scope"
+        f"{len(scopes)} scopes; freshness recorded for every scope"
+    )
+    refresh = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
+    assert refresh.skip_reason.skip_message == (
+        f"{len(scopes)} scopes, 0 due, 0 in flight, 0 over budget, 0 requested"
     )
 
     touch_space(precompute.source_url, high)
     touch_space(precompute.source_url, low)
-    moved = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
+    moved = _tick(defs, sensor, instance, precompute)
     assert sorted(_freshness_scopes(moved)) == sorted([high, low])
     stale = _record_freshness(defs, instance, precompute, _freshness_scopes(moved))
     assert {scope: e.passed for scope, e in stale.items()} == {high: False, low: False}
@@ -222,9 +246,9 @@ def test_freshness_is_recorded_for_every_scope_when_it_changes(own, instance, to
     assert stale[high].severity.value == "ERROR" and stale[low].severity.value == "WARN"
     assert stale[high].metadata["source_changed"].value is True
 
-    # Once recorded, a tick asks only for the high scope's refresh, not for freshness again.
+    # Once recorded, freshness is not asked for again; the high scope's refresh is.
+    assert _freshness_scopes(_tick(defs, sensor, instance, precompute)) is None
     again = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
-    assert _freshness_scopes(again) is None
     assert [r.partition_key for r in again.run_requests] == [high]
 
 
@@ -242,7 +266,10 @@ def test_baseline_schedule_requests_aged_reports_of_low_scopes(own, instance, to
     requests = list(defs.resolve_schedule_def(f"{TOOL}_baseline_schedule")(context))
 
     assert [(r.partition_key, r.tags["precompute/reason"]) for r in requests] == [(low, "aged")]
-    assert defs.resolve_schedule_def(f"{TOOL}_baseline_schedule").cron_schedule == "0 3 1 * *"
+    assert requests[0].asset_selection == [AssetKey(f"{TOOL}_report")]
+    baseline = defs.resolve_schedule_def(f"{TOOL}_baseline_schedule")
+    assert baseline.cron_schedule == "0 3 1 * *"
+    assert baseline.job_name == "__ASSET_JOB", "the job an asset page's Materialize launches"
 
 
 def test_removing_a_scope_from_the_source_removes_it_from_the_fleet(own, instance, tools):
@@ -259,7 +286,7 @@ def test_removing_a_scope_from_the_source_removes_it_from_the_fleet(own, instanc
         assert store.execute(sa.select(headers).where(headers.c.scope == scopes[0])).all() == []
 
 
-def _statements_per_tick(tmp_path, tools, instance, spaces: int) -> int:
+def _statements_per_tick(tmp_path, tools, instance, spaces: int) -> dict[str, int]:
     source_url = sqlite_url(tmp_path / f"source-{spaces}.db")
     generate_source(source_url, DemoScale(tenants=2, spaces=spaces, work_items=spaces * 30))
     precompute = PrecomputeResource(
@@ -274,12 +301,17 @@ def _statements_per_tick(tmp_path, tools, instance, spaces: int) -> int:
 
     for engine in (precompute.source_engine(), precompute.store().engine):
         sa.event.listen(engine, "before_cursor_execute", record)
-    _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
-    return len(statements)
+    counts = {}
+    for sensor in ("refresh", "freshness"):
+        statements.clear()
+        _tick(defs, f"{TOOL}_{sensor}_sensor", instance, precompute)
+        counts[sensor] = len(statements)
+    return counts
 
 
 def test_a_tick_makes_the_same_few_queries_for_any_number_of_scopes(tmp_path, tools):
     with instance_for_test() as small, instance_for_test() as large:
         few = _statements_per_tick(tmp_path, tools, small, 6)
         many = _statements_per_tick(tmp_path, tools, large, 60)
-    assert few == many <= 10
+    assert few == many
+    assert max(many.values()) <= 10

@@ -276,6 +276,10 @@ def test_a_launch_and_a_backfill_from_the_ui_compute_their_reports(deployment: D
         if tags(run).get("dagster/backfill") == backfill_id
     }
     assert sorted(backfill_runs) == sorted(backfilled)
+    # The asset page's job, the one the sensors launch too (test_sensors, test_daemon).
+    assert {run["jobName"] for run in runs if run["runId"] in backfill_runs.values()} == {
+        "__ASSET_JOB"
+    }
 
     # The Checks tab: report_complete ran with every materialisation, and passed.
     checks = check_statuses(deployment, "unused_fields_report", "report_complete")

@@ -56,6 +56,8 @@ REPORT_IO_MANAGER = "precompute_reports"
 # The concurrency pool of every scan step, across runs: an instance caps how many scans the source
 # database serves at once (deploy/dagster.yaml; `dagster instance concurrency set`).
 SOURCE_POOL = "precompute_source"
+# Read by dagster.yaml's run monitoring: the most seconds a run may take.
+MAX_RUNTIME_TAG = "dagster/max_runtime"
 # Failures no retry can mend: the tool's code, the data, the configuration.
 PERMANENT_ERRORS = (
     ScanError,
@@ -75,6 +77,11 @@ def fail_at_once() -> Iterator[None]:
         yield
     except PERMANENT_ERRORS as error:
         raise Failure(description=str(error), allow_retries=False) from error
+
+
+def report_job_name(tool: ReportTool[Any]) -> str:
+    """The tool's partitioned job, for the launchpad and the command line."""
+    return f"{tool.name}_job"
 
 
 def report_asset_key(tool: ReportTool[Any]) -> AssetKey:

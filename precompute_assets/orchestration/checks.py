@@ -2,7 +2,7 @@
 
 ``report_complete`` runs with every materialisation. ``report_fresh`` tells, per scope, whether
 the stored report is fresh: not missing, its source unchanged, younger than its maximum age. It
-is evaluated by ``<tool>_freshness_job``, which the refresh sensor launches whenever it sees a
+is evaluated by ``<tool>_freshness_job``, which the freshness sensor launches whenever it sees a
 scope whose freshness differs from its last recorded evaluation, so the check's history holds
 one evaluation per change of freshness, for every scope, and always the truth of its last tick.
 A stale report is an error for a scope at or above the refresh threshold, a warning below it.
@@ -36,6 +36,7 @@ from precompute_assets.core.settings import RefreshSettings
 from precompute_assets.orchestration.assets import report_asset_key, scopes_partitions
 from precompute_assets.orchestration.resources import PrecomputeResource
 
+COMPLETENESS_CHECK = "report_complete"
 FRESHNESS_CHECK = "report_fresh"
 # Recorded check statuses that say what the last evaluation found.
 _RECORDED = {"SUCCEEDED": True, "FAILED": False}
@@ -74,6 +75,7 @@ def build_completeness_check(tool: ReportTool[Any]) -> AssetChecksDefinition:
 
     return _per_scope_check(
         tool,
+        COMPLETENESS_CHECK,
         report_complete,
         "Every planned batch was folded and the report has one row per entity.",
     )
@@ -96,6 +98,7 @@ def build_freshness_check(tool: ReportTool[Any]) -> AssetChecksDefinition:
 
     return _per_scope_check(
         tool,
+        FRESHNESS_CHECK,
         report_fresh,
         "The report is fresh: present, its source unchanged, younger than its maximum age.",
     )
@@ -204,7 +207,7 @@ def build_freshness_job(tool: ReportTool[Any]) -> JobDefinition:
 
 
 def _per_scope_check(
-    tool: ReportTool[Any], check: Callable[..., AssetCheckResult], description: str
+    tool: ReportTool[Any], name: str, check: Callable[..., AssetCheckResult], description: str
 ) -> AssetChecksDefinition:
     """An asset check partitioned like the tool's report, one evaluation per scope."""
     with warnings.catch_warnings():
@@ -212,7 +215,7 @@ def _per_scope_check(
         warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*")
         return asset_check(
             asset=report_asset_key(tool),
-            name=check.__name__,
+            name=name,
             partitions_def=scopes_partitions(tool),
             description=description,
         )(check)

@@ -21,8 +21,10 @@ from precompute_assets.core.text import markdown_table
 from precompute_assets.orchestration.assets import (
     DEFAULT_RETRY_POLICY,
     GROUP_NAME,
+    MAX_RUNTIME_TAG,
     REPORT_IO_MANAGER,
     build_report_asset,
+    report_job_name,
     scopes_partitions,
 )
 from precompute_assets.orchestration.checks import (
@@ -37,12 +39,9 @@ from precompute_assets.orchestration.sensors import (
     BASELINE_CRON,
     build_baseline_schedule,
     build_discovery_sensor,
+    build_freshness_sensor,
     build_refresh_sensor,
 )
-
-# Read by dagster.yaml's run monitoring: the most seconds a run of the job may take.
-MAX_RUNTIME_TAG = "dagster/max_runtime"
-
 
 logger = logging.getLogger("precompute")
 
@@ -72,10 +71,6 @@ def report_resources(precompute: PrecomputeResource) -> dict[str, Any]:
     }
 
 
-def report_job_name(tool: ReportTool[Any]) -> str:
-    return f"{tool.name}_job"
-
-
 def build_definitions(
     tools: Mapping[str, ReportTool[Any]] | None = None,
     precompute: PrecomputeResource | None = None,
@@ -101,9 +96,8 @@ def build_definitions(
         complete, fresh = build_completeness_check(tool), build_freshness_check(tool)
         assets.append(asset)
         checks += [complete, fresh]
-        job_name = report_job_name(tool)
         report_job = define_asset_job(
-            job_name,
+            report_job_name(tool),
             # report_fresh is recorded by the freshness job when freshness changes, not
             # trivially after each run.
             selection=AssetSelection.assets(asset).without_checks()
@@ -115,11 +109,13 @@ def build_definitions(
         )
         freshness_job = build_freshness_job(tool)
         jobs += [report_job, freshness_job]
+        # Sensors and the schedule launch the report asset as its page's Materialize does.
         sensors += [
-            build_discovery_sensor(tool, job_name, refresh.sensor_interval_s),
-            build_refresh_sensor(tool, report_job, freshness_job, refresh.sensor_interval_s),
+            build_discovery_sensor(tool, refresh.sensor_interval_s),
+            build_refresh_sensor(tool, refresh.sensor_interval_s),
+            build_freshness_sensor(tool, freshness_job, refresh.sensor_interval_s),
         ]
-        schedules.append(build_baseline_schedule(tool, job_name, baseline_cron))
+        schedules.append(build_baseline_schedule(tool, baseline_cron))
     return Definitions(
         assets=[*assets, tools_spec(registry)],
         asset_checks=checks,

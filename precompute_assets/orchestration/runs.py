@@ -36,8 +36,12 @@ from precompute_assets.core.registry import get_tool, load_tools
 from precompute_assets.core.report_store import ReportStore
 from precompute_assets.core.settings import ExecutorSettings, Settings
 from precompute_assets.core.text import shorten
-from precompute_assets.orchestration.assets import DEFAULT_RETRY_POLICY, scopes_partitions
-from precompute_assets.orchestration.definitions import build_definitions, report_job_name
+from precompute_assets.orchestration.assets import (
+    DEFAULT_RETRY_POLICY,
+    report_job_name,
+    scopes_partitions,
+)
+from precompute_assets.orchestration.definitions import build_definitions
 from precompute_assets.orchestration.executors import execution_run_config, executor_for
 from precompute_assets.orchestration.resources import PrecomputeResource
 from precompute_assets.orchestration.sensors import refresh_tags

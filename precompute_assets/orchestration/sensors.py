@@ -5,6 +5,8 @@ from collections.abc import Collection
 from typing import Any
 
 from dagster import (
+    AssetCheckKey,
+    AssetSelection,
     DagsterInstance,
     DagsterRunStatus,
     DefaultScheduleStatus,
@@ -35,8 +37,17 @@ from precompute_assets.core.refresh import (
     scope_states,
 )
 from precompute_assets.core.settings import ExecutorSettings, RefreshSettings
-from precompute_assets.orchestration.assets import report_asset_key, scopes_partitions
-from precompute_assets.orchestration.checks import freshness_changes, recorded_freshness
+from precompute_assets.orchestration.assets import (
+    MAX_RUNTIME_TAG,
+    report_asset_key,
+    report_job_name,
+    scopes_partitions,
+)
+from precompute_assets.orchestration.checks import (
+    COMPLETENESS_CHECK,
+    freshness_changes,
+    recorded_freshness,
+)
 from precompute_assets.orchestration.executors import execution_run_config, executor_for
 from precompute_assets.orchestration.resources import PrecomputeResource
 
@@ -46,6 +57,8 @@ IN_FLIGHT_STATUSES = [
     DagsterRunStatus.STARTING,
     DagsterRunStatus.STARTED,
 ]
+# Dagster's asset job, which an asset page's Materialize launches: every refresh shows it.
+ASSET_JOB = "__ASSET_JOB"
 BASELINE_CRON = "0 3 1 * *"  # 03:00 UTC on the first of every month
 # Above every refresh (on-demand ones are 1,000): freshness is recorded before refreshes start.
 FRESHNESS_PRIORITY = 2_000
@@ -61,25 +74,36 @@ def refresh_tags(tool: ReportTool[Any], request: RefreshRequest) -> dict[str, st
 
 
 def run_request(
-    tool: ReportTool[Any], request: RefreshRequest, job_name: str, settings: ExecutorSettings
+    tool: ReportTool[Any], request: RefreshRequest, settings: ExecutorSettings
 ) -> RunRequest:
+    """A run of the tool's report asset and its completeness check for one scope: the run the
+    asset page's *Materialize* launches, with the sensor's tags, deadline and executor."""
+    key = report_asset_key(tool)
     return RunRequest(
-        job_name=job_name,
+        asset_selection=[key],
+        asset_check_keys=[AssetCheckKey(key, COMPLETENESS_CHECK)],
         run_key=request.run_key,
         partition_key=request.scope,
-        tags=refresh_tags(tool, request),
+        tags={**refresh_tags(tool, request), MAX_RUNTIME_TAG: str(settings.max_runtime_s)},
         run_config=execution_run_config(executor_for(request.entity_count, settings), settings),
     )
 
 
-def in_flight_scopes(instance: DagsterInstance, tool: ReportTool[Any], job_name: str) -> set[str]:
-    """Scopes with a queued or running run of this tool's report, in one query."""
+def report_selection(tool: ReportTool[Any]) -> AssetSelection:
+    """What the sensors launch: the report asset. Given as ``asset_selection``, it runs in
+    Dagster's asset job; a ``target`` would make a job of the sensor's own."""
+    return AssetSelection.assets(report_asset_key(tool))
+
+
+def in_flight_scopes(instance: DagsterInstance, tool: ReportTool[Any]) -> set[str]:
+    """Scopes with a queued or running run of this tool's report, in one query, whichever job
+    the run is of (the asset job, the tool's job from the launchpad or the command line)."""
     key = report_asset_key(tool)
     return {
         run.tags["dagster/partition"]
         for run in instance.get_runs(RunsFilter(statuses=IN_FLIGHT_STATUSES))
         if "dagster/partition" in run.tags
-        and (run.job_name == job_name or key in (run.asset_selection or ()))
+        and (run.job_name == report_job_name(tool) or key in (run.asset_selection or ()))
     }
 
 
@@ -95,9 +119,7 @@ def registered_states(
     return [state for state in states if state.scope in registered]
 
 
-def build_discovery_sensor(
-    tool: ReportTool[Any], job_name: str, interval_s: int
-) -> SensorDefinition:
+def build_discovery_sensor(tool: ReportTool[Any], interval_s: int) -> SensorDefinition:
     """Keep the tool's partitions equal to the source's scopes; request new scopes' first reports.
 
     A scope deleted from the source loses its partition and its stored report in the same tick:
@@ -107,7 +129,7 @@ def build_discovery_sensor(
 
     @sensor(
         name=f"{tool.name}_discovery_sensor",
-        job_name=job_name,
+        asset_selection=report_selection(tool),
         minimum_interval_seconds=interval_s,
         default_status=DefaultSensorStatus.STOPPED,
         description=f"Adds and removes {tool.name} scopes as the source gains and loses them.",
@@ -131,7 +153,7 @@ def build_discovery_sensor(
         ]
         context.log.info(f"{len(added)} scopes added, {len(removed)} removed")
         return SensorResult(
-            run_requests=[run_request(tool, request, job_name, executors) for request in requests],
+            run_requests=[run_request(tool, request, executors) for request in requests],
             dynamic_partitions_requests=[
                 *([partitions.build_add_request(added)] if added else []),
                 *([partitions.build_delete_request(removed)] if removed else []),
@@ -141,23 +163,12 @@ def build_discovery_sensor(
     return discovery_sensor
 
 
-def build_refresh_sensor(
-    tool: ReportTool[Any],
-    report_job: Any,  # define_asset_job's
-    freshness_job: JobDefinition,
-    interval_s: int,
-) -> SensorDefinition:
-    """Request the most pressing refreshes each tick, and keep ``report_fresh`` true.
-
-    When a scope's freshness differs from its last recorded ``report_fresh`` evaluation, the
-    tick also requests one run of the freshness job for those scopes (one at a time per tool).
-    A tick that requests nothing says why, with its counts.
-    """
-    job_name = report_job.name
+def build_refresh_sensor(tool: ReportTool[Any], interval_s: int) -> SensorDefinition:
+    """Request the most pressing refreshes each tick; a tick that requests nothing says why."""
 
     @sensor(
         name=f"{tool.name}_refresh_sensor",
-        jobs=[report_job, freshness_job],
+        asset_selection=report_selection(tool),
         minimum_interval_seconds=interval_s,
         default_status=DefaultSensorStatus.STOPPED,
         description=f"Refreshes {tool.name} reports by utilisation, within a budget per tick.",
@@ -168,35 +179,55 @@ def build_refresh_sensor(
         settings, executors = precompute.refresh_settings(), precompute.executor_settings()
         now = time.time()
         states = registered_states(context.instance, tool, precompute, now)
-        in_flight = in_flight_scopes(context.instance, tool, job_name)
+        in_flight = in_flight_scopes(context.instance, tool)
         requests = plan_refresh(states, settings, in_flight=in_flight, now=now)
-        run_requests = [run_request(tool, request, job_name, executors) for request in requests]
-        changed: list[ScopeState] = []
-        recording = _has_run_in_flight(context.instance, freshness_job.name)
-        if not recording:
-            recorded = recorded_freshness(context.instance, tool)
-            changed = freshness_changes(states, recorded, settings, now)
-        if changed:
-            run_requests.append(freshness_request(tool, freshness_job.name, changed))
         counts = tick_counts(states, settings, in_flight, len(requests), now)
-        if not run_requests:
-            freshness = (
-                "a freshness run in flight" if recording else "freshness recorded for every scope"
-            )
-            return SensorResult(skip_reason=f"{counts}; {freshness}")
-        context.log.info(f"{counts}; {len(changed)} scopes changed freshness")
-        return SensorResult(run_requests=run_requests)
+        if not requests:
+            return SensorResult(skip_reason=counts)
+        context.log.info(counts)
+        return SensorResult(run_requests=[run_request(tool, r, executors) for r in requests])
 
     return refresh_sensor
 
 
-def freshness_request(
-    tool: ReportTool[Any], job_name: str, changed: list[ScopeState]
-) -> RunRequest:
+def build_freshness_sensor(
+    tool: ReportTool[Any], freshness_job: JobDefinition, interval_s: int
+) -> SensorDefinition:
+    """Keep ``report_fresh`` true: when a scope's freshness differs from its last recorded
+    evaluation, request one run of the freshness job for those scopes (one at a time), ahead
+    of refreshes in the queue."""
+
+    @sensor(
+        name=f"{tool.name}_freshness_sensor",
+        job=freshness_job,
+        minimum_interval_seconds=interval_s,
+        default_status=DefaultSensorStatus.STOPPED,
+        description=f"Records report_fresh of the {tool.name} scopes whose freshness changed.",
+    )
+    def freshness_sensor(
+        context: SensorEvaluationContext, precompute: PrecomputeResource
+    ) -> SensorResult:
+        if _has_run_in_flight(context.instance, freshness_job.name):
+            return SensorResult(skip_reason="a freshness run is in flight")
+        settings, now = precompute.refresh_settings(), time.time()
+        states = registered_states(context.instance, tool, precompute, now)
+        changed = freshness_changes(
+            states, recorded_freshness(context.instance, tool), settings, now
+        )
+        if not changed:
+            return SensorResult(
+                skip_reason=f"{len(states)} scopes; freshness recorded for every scope"
+            )
+        context.log.info(f"{len(changed)} of {len(states)} scopes changed freshness")
+        return SensorResult(run_requests=[freshness_request(tool, changed)])
+
+    return freshness_sensor
+
+
+def freshness_request(tool: ReportTool[Any], changed: list[ScopeState]) -> RunRequest:
     """One run of the freshness job for the scopes whose freshness changed, ahead of refreshes."""
     op_name = f"{tool.name}_record_freshness"
     return RunRequest(
-        job_name=job_name,
         run_config={"ops": {op_name: {"config": {"scopes": [s.scope for s in changed]}}}},
         tags={"dagster/priority": str(FRESHNESS_PRIORITY), "precompute/tool": tool.name},
     )
@@ -225,23 +256,21 @@ def _has_run_in_flight(instance: DagsterInstance, job_name: str) -> bool:
     )
 
 
-def build_baseline_schedule(
-    tool: ReportTool[Any], job_name: str, cron: str = BASELINE_CRON
-) -> ScheduleDefinition:
+def build_baseline_schedule(tool: ReportTool[Any], cron: str = BASELINE_CRON) -> ScheduleDefinition:
     """The periodic sweep that keeps low-utilisation scopes from going stale forever."""
 
     @schedule(
         name=f"{tool.name}_baseline_schedule",
-        job_name=job_name,
+        job_name=ASSET_JOB,
         cron_schedule=cron,
         default_status=DefaultScheduleStatus.STOPPED,
         description=f"Recomputes aged {tool.name} reports of every utilisation, within a budget.",
     )
     def baseline_schedule(context: ScheduleEvaluationContext, precompute: PrecomputeResource):
         states = registered_states(context.instance, tool, precompute)
-        in_flight = in_flight_scopes(context.instance, tool, job_name)
+        in_flight = in_flight_scopes(context.instance, tool)
         requests = plan_baseline(states, precompute.refresh_settings(), in_flight=in_flight)
         executors = precompute.executor_settings()
-        return [run_request(tool, request, job_name, executors) for request in requests]
+        return [run_request(tool, request, executors) for request in requests]
 
     return baseline_schedule
