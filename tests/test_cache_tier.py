@@ -25,6 +25,8 @@ from precompute_assets.demo.source import generate_source, single_space_scale
 from precompute_assets.orchestration.definitions import build_definitions
 from precompute_assets.orchestration.resources import PrecomputeResource
 
+pytestmark = pytest.mark.slow
+
 REDIS_URL = "redis://127.0.0.1:6379/13"
 SCOPE = "t1-s001"
 BATCH = 100

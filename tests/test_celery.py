@@ -34,7 +34,7 @@ from precompute_assets.demo.source import generate_source
 from precompute_assets.orchestration.resources import PrecomputeResource
 from precompute_assets.orchestration.runs import report_job
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.servers]
 
 TOOL = "unused_fields"
 WORKERS = 2

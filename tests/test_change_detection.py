@@ -30,6 +30,8 @@ from precompute_assets.demo.source import REFERENCE_TIME, DemoScale, generate_so
 from tool_plugins.unused_fields import UnusedFields
 from tool_plugins.unused_work_types import UnusedWorkTypes
 
+pytestmark = pytest.mark.slow
+
 TOOLS = {tool.name: tool for tool in (UnusedFields(), UnusedWorkTypes())}
 YEAR = 365 * 86_400
 # Times a write may give: recent, older than any window, missing, in the far future.

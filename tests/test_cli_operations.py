@@ -71,6 +71,7 @@ def test_refresh_runs_one_scope_on_the_project_instance_and_tags_it(project, cap
     assert (row["stale"], row["due"]) == (False, None)
 
 
+@pytest.mark.slow
 def test_refresh_gives_a_large_scope_the_large_scope_executor(project, capsys, monkeypatch):
     monkeypatch.setenv("PRECOMPUTE_LARGE_SCOPE_ENTITIES", "2")
     monkeypatch.setenv("PRECOMPUTE_LARGE_SCOPE_EXECUTOR", "multiprocess")
@@ -106,6 +107,7 @@ def _register_scopes(barrier, scopes: list[str]) -> list[str]:
     return errors
 
 
+@pytest.mark.slow
 def test_processes_registering_one_new_scope_at_once_all_succeed(project):
     """Two on-demand refreshes of a new scope both register its partition on the instance."""
     processes = 4
@@ -120,6 +122,7 @@ def test_processes_registering_one_new_scope_at_once_all_succeed(project):
         assert instance.get_dynamic_partitions("unused_fields_scopes") == scopes
 
 
+@pytest.mark.slow
 def test_refresh_without_waiting_returns_a_run_id_that_completes(project, capsys):
     scope = _status(capsys)[-1]["scope"]
     assert main(["refresh", "unused_work_types", scope, "--no-wait"]) == 0

@@ -25,6 +25,8 @@ from precompute_assets.core.phases import finalise_job, open_job, run_shard
 from precompute_assets.core.report_store import ReportHeader, ReportStore, StaleGenerationError
 from tool_plugins.unused_fields import UnusedFields
 
+pytestmark = pytest.mark.slow
+
 ROUNDS = 12
 TOOL = "unused_fields"
 # Big enough that a commit's transaction is still open when the other writer arrives.

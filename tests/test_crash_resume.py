@@ -48,6 +48,8 @@ from precompute_assets.orchestration.definitions import build_definitions
 from precompute_assets.orchestration.resources import PrecomputeResource
 from tool_plugins.unused_fields import UnusedFields
 
+pytestmark = pytest.mark.slow
+
 SCOPE = "t1-s001"  # the largest space of the session's demo source: 16,929 work items
 BATCH_SIZE = 1_000
 MAX_SHARDS = 2

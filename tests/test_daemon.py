@@ -44,7 +44,7 @@ from precompute_assets.orchestration.definitions import build_definitions
 from precompute_assets.orchestration.resources import PrecomputeResource
 from precompute_assets.orchestration.runs import materialise_scope, register_scopes
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.servers]
 
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

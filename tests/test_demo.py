@@ -8,10 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from precompute_assets.core.db import create_engine_for, sqlite_url
 from precompute_assets.core.report_store import ReportStore
+
+pytestmark = pytest.mark.slow
 
 PROJECT = Path(__file__).resolve().parents[1]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 from conftest import run_partition, source_connection
 from dagster import DagsterEventType, asset, materialize
@@ -80,6 +81,7 @@ def test_a_downstream_asset_loads_the_report_from_the_store(tools, precompute, i
     assert header.unused_count == len(seen["rows"][seen["rows"]["unused"]]) > 0
 
 
+@pytest.mark.slow
 def test_reports_equal_ground_truth_for_every_space(defs, precompute, instance):
     scopes = _all_scopes(precompute.source_url)
     with source_connection(precompute.source_url) as source:
@@ -105,6 +107,7 @@ def test_the_usage_window_starts_at_a_utc_midnight():
     assert "since" not in reference_params(UnusedWorkTypes(), morning), "no window, no since"
 
 
+@pytest.mark.slow
 def test_the_ground_truth_comparison_covers_the_edge_cases(defs, precompute, instance):
     """The spaces compared above include every edge case the definition turns on."""
     reports = {}
@@ -180,6 +183,7 @@ def test_shard_steps_report_their_batches(defs, precompute, instance):
     assert scanned == header.batch_count
 
 
+@pytest.mark.slow
 def test_values_without_a_time_or_from_the_future_count_as_uses_and_are_listed(
     own_source, instance, tools
 ):

@@ -80,6 +80,7 @@ def test_the_refresh_sensor_gives_large_scopes_the_large_scope_executor(
     assert "forkserver" in start_method
 
 
+@pytest.mark.slow
 def test_a_run_with_the_multiprocess_config_gives_the_in_process_report(
     own_source, instance, tools, tmp_path
 ):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 from conftest import largest_scope, run_partition
 from dagster import DagsterEventType, RetryPolicy
 
@@ -55,6 +56,7 @@ def test_a_shard_retried_by_its_policy_does_not_double_count(precompute, instanc
     pd.testing.assert_frame_equal(_rows(precompute, tool.name, scope), clean)
 
 
+@pytest.mark.slow
 def test_a_run_after_a_failed_run_rescans_only_missing_batches(precompute, instance, defs):
     tool = RecordingFields()
     flaky_defs = build_definitions({tool.name: tool}, precompute, RetryPolicy(max_retries=0))

@@ -38,6 +38,8 @@ from precompute_assets.core.schema import batches
 from precompute_assets.demo.source import DemoScale, generate_source
 from tool_plugins.unused_fields import UnusedFields
 
+pytestmark = pytest.mark.slow
+
 REDIS_URL = "redis://127.0.0.1:6379/14"
 BATCH_SIZE = 300
 

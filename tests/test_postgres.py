@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 from conftest import SMALL_SCALE, run_partition, source_connection
 from ground_truth import comparable, unused_fields_truth, unused_work_types_truth
 
@@ -10,6 +11,8 @@ from precompute_assets.core.reader import ReportReader
 from precompute_assets.demo.source import generate_source
 from precompute_assets.orchestration.definitions import build_definitions
 from precompute_assets.orchestration.resources import PrecomputeResource
+
+pytestmark = pytest.mark.slow
 
 
 def test_reports_on_postgresql_equal_ground_truth(postgres_url, tools, instance):

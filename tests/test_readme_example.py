@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from conftest import run_partition, source_connection
 
@@ -32,6 +33,7 @@ def test_the_readme_tool_imports_only_public_names():
     ]
 
 
+@pytest.mark.slow
 def test_the_readme_tool_is_valid_and_runs(precompute, instance):
     tools = register([("README.md", _example_tool())])
     defs = build_definitions(tools, precompute)

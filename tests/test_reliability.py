@@ -145,6 +145,7 @@ def test_an_older_job_cannot_overwrite_a_newer_report(own):
     assert store.header(TOOL, scope) == header
 
 
+@pytest.mark.slow
 def test_two_runs_of_one_scope_at_once_leave_one_complete_report(own, tmp_path, instance):
     precompute, _ = own
     scope = largest_scope(precompute)
@@ -300,6 +301,7 @@ class DisconnectedFields(UnusedFields):
         return super().scan(source, batch)
 
 
+@pytest.mark.slow
 def test_a_connection_dropped_mid_scan_is_retried_and_the_report_is_clean(
     postgres_url, tmp_path, instance
 ):
@@ -332,6 +334,7 @@ def _record_many(store_url: str, worker: int, count: int) -> None:
         ledger.record(plan, worker * count + index, {"worker": worker, "index": index})
 
 
+@pytest.mark.slow
 def test_concurrent_sqlite_writers_do_not_lock(tmp_path):
     url = sqlite_url(tmp_path / "ledger.db")
     ledger = Ledger(create_engine_for(url))

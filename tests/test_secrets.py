@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from conftest import fresh_postgres_database
 
+pytestmark = pytest.mark.slow
+
 PROJECT = Path(__file__).resolve().parents[1]
 SECRET = "planted-s3cret"
 

@@ -118,6 +118,7 @@ def test_refresh_orders_by_priority_sets_tags_and_respects_the_budget(
     assert first.tags["dagster/max_runtime"] == str(precompute.executor_settings().max_runtime_s)
 
 
+@pytest.mark.slow
 def test_fresh_reports_are_left_alone_below_and_above_the_threshold(own, instance, tools):
     precompute, defs = own
     scopes = _register_all(instance, precompute, tools)
@@ -127,6 +128,7 @@ def test_fresh_reports_are_left_alone_below_and_above_the_threshold(own, instanc
     assert _refreshes(result) == []
 
 
+@pytest.mark.slow
 def test_a_moved_watermark_refreshes_a_high_scope_but_not_a_low_one(own, instance, tools):
     precompute, defs = own
     scopes = _register_all(instance, precompute, tools)
@@ -206,6 +208,7 @@ def _record_freshness(defs, instance, precompute, scopes):
     return {e.partition: e for e in result.get_asset_check_evaluations()}
 
 
+@pytest.mark.slow
 def test_freshness_is_recorded_for_every_scope_when_it_changes(own, instance, tools):
     precompute, defs = own
     scopes = _register_all(instance, precompute, tools)

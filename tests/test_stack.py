@@ -36,7 +36,7 @@ from precompute_assets.core.settings import ExecutorSettings
 from precompute_assets.orchestration.executors import execution_run_config
 from precompute_assets.orchestration.resources import PrecomputeResource
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.servers]
 
 PROJECT = Path(__file__).resolve().parents[1]
 CACHE_URL = "redis://127.0.0.1:6379/14"

@@ -53,7 +53,7 @@ from precompute_assets.core.db import create_engine_for, sqlite_url
 from precompute_assets.core.report_store import ReportStore
 from precompute_assets.demo.source import DemoScale, generate_source
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.servers]
 
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

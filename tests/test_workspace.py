@@ -9,10 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from precompute_assets.core.report_store import ReportStore
 from precompute_assets.core.settings import ExecutorSettings
 from precompute_assets.orchestration.executors import execution_run_config
 from precompute_assets.orchestration.resources import PrecomputeResource
+
+pytestmark = pytest.mark.slow
 
 PROJECT = Path(__file__).resolve().parents[1]
 DAGSTER = str(Path(sys.executable).parent / "dagster")
