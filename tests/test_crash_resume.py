@@ -257,8 +257,9 @@ def test_a_run_killed_mid_shard_resumes_by_new_run_and_by_reexecution(
     _check_resume(new_run, _scans(new_run_log), ledger, copy, clean_rows)
     assert _header(copy).summary["resumed"] is True
 
-    # (b) Dagster's re-execution from failure, on the original store: the failed shard, finalise
-    # and the completeness check run again; initialise, plan_shards and the other shard do not.
+    # (b) Dagster's re-execution from failure, on the original store: the failed shard and
+    # finalise (which evaluates the completeness check) run again; initialise, plan_shards and
+    # the other shard do not.
     reexecution_log = tmp_path / "reexecution.log"
     reexecution = _run(
         dagster_instance,
@@ -267,11 +268,7 @@ def test_a_run_killed_mid_shard_resumes_by_new_run_and_by_reexecution(
     )
     _check_resume(reexecution, _scans(reexecution_log), ledger, store, clean_rows)
     started = {e.step_key for e in _events(reexecution, DagsterEventType.STEP_START)}
-    assert started == {
-        f"{SCAN_STEP}[{_shard_of(kill_batch).mapping_key}]",
-        FINALISE_STEP,
-        f"{TOOL_NAME}_report_report_complete",
-    }
+    assert started == {f"{SCAN_STEP}[{_shard_of(kill_batch).mapping_key}]", FINALISE_STEP}
 
 
 def test_a_killed_shard_is_retried_in_the_same_run_by_its_retry_policy(

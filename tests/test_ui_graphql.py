@@ -9,14 +9,16 @@ The source is a demo of 2 tenants, 4 spaces and 4,000 work items; each job has o
 - one run of ``unused_fields_job`` for the space with the most work items
   (``launchPipelineExecution``, via ``DagsterGraphQLClient.submit_job_execution``), and
 - a partition backfill of ``unused_work_types_report`` over the 3 other spaces, the one with no
-  work items included (``launchPartitionBackfill``).
+  work items included (``launchPartitionBackfill``), which the report asset's backfill policy
+  runs as one run over the 3 partitions.
 
 Both are launched before the daemon starts, which shows that nothing runs without it (the run
 stays QUEUED, the backfill has no runs) and lets the daemon's first backfill tick come at once
-instead of up to 30 s later. The test then proves that the daemon ran exactly 4 runs (1 + 3), all
-successful, that the backfill completed, that the ``report_complete`` check passed for each
-partition in the run that materialised it, and that the report store holds a report for every
-launched scope equal to an independent SQL ground truth (``ground_truth.py``).
+instead of up to 30 s later. The test then proves that the daemon ran exactly 2 runs (1 + 1),
+both successful, that the backfill completed with every partition materialised, each by its own
+event, that the ``report_complete`` check passed for each partition in the run that
+materialised it, and that the report store holds a report for every launched scope equal to an
+independent SQL ground truth (``ground_truth.py``).
 
 Wall time: 60-150 s on 2 CPUs, most of it the runs (in-process, the executor a run gets without
 run config; 2 runs at a time) and the backfill daemon's 30-second ticks; startup is ~10 s.
@@ -96,6 +98,14 @@ CHECK_EXECUTIONS_QUERY = """
 query ($assetKey: AssetKeyInput!, $checkName: String!) {
   assetCheckExecutions(assetKey: $assetKey, checkName: $checkName, limit: 50) {
     runId partition status
+  }
+}
+"""
+
+MATERIALISATIONS_QUERY = """
+query ($assetKey: AssetKeyInput!) {
+  assetOrError(assetKey: $assetKey) {
+    ... on Asset { assetMaterializations(limit: 50) { partition runId } }
   }
 }
 """
@@ -236,6 +246,12 @@ def check_statuses(deployment: Deployment, asset: str, check: str) -> dict[str, 
     }
 
 
+def materialisations(deployment: Deployment, asset: str) -> dict[str, str]:
+    """Per partition: the run of its materialisation, as the asset's partitions list them."""
+    events = deployment.query(MATERIALISATIONS_QUERY, assetKey={"path": [asset]})["assetOrError"]
+    return {event["partition"]: event["runId"] for event in events["assetMaterializations"]}
+
+
 def tags(run: dict[str, Any]) -> dict[str, str]:
     return {tag["key"]: tag["value"] for tag in run["tags"]}
 
@@ -260,26 +276,29 @@ def test_a_launch_and_a_backfill_from_the_ui_compute_their_reports(deployment: D
     deployment.start_daemon()
     assert wait_for_run(deployment, run_id) == "SUCCESS"
     backfill = wait_for_backfill(deployment, backfill_id)
-    assert sorted(tags(run)["dagster/partition"] for run in backfill["runs"]) == sorted(backfilled)
-    assert {run["status"] for run in backfill["runs"]} == {"SUCCESS"}
+    # One run over the 3 partitions (the report asset's backfill policy), not one run each.
+    [backfill_run] = backfill["runs"]
+    assert backfill_run["status"] == "SUCCESS"
+    assert (
+        tags(backfill_run)["dagster/asset_partition_range_start"],
+        tags(backfill_run)["dagster/asset_partition_range_end"],
+    ) == (backfilled[0], backfilled[-1])
 
-    # The Runs page: exactly one run per launched partition, every one a success.
+    # The Runs page: the launch and the backfill's run, both a success.
     runs = deployment.query(RUNS_QUERY)["runsOrError"]["results"]
-    assert len(runs) == 1 + len(backfilled), runs
+    assert len(runs) == 2, runs
     assert {run["status"] for run in runs} == {"SUCCESS"}, runs
     [single] = [run for run in runs if run["runId"] == run_id]
     assert single["jobName"] == "unused_fields_job"
     assert tags(single)["dagster/partition"] == launched
-    backfill_runs = {
-        tags(run)["dagster/partition"]: run["runId"]
-        for run in runs
-        if tags(run).get("dagster/backfill") == backfill_id
-    }
-    assert sorted(backfill_runs) == sorted(backfilled)
     # The asset page's job, the one the sensors launch too (test_sensors, test_daemon).
-    assert {run["jobName"] for run in runs if run["runId"] in backfill_runs.values()} == {
-        "__ASSET_JOB"
-    }
+    [ranged] = [run for run in runs if tags(run).get("dagster/backfill") == backfill_id]
+    assert ranged["jobName"] == "__ASSET_JOB"
+    backfill_runs = dict.fromkeys(backfilled, ranged["runId"])
+
+    # The asset's partitions: each materialised by an event of its own, in the backfill's run.
+    materialised = materialisations(deployment, "unused_work_types_report")
+    assert materialised == backfill_runs
 
     # The Checks tab: report_complete ran with every materialisation, and passed.
     checks = check_statuses(deployment, "unused_fields_report", "report_complete")

@@ -118,12 +118,17 @@ def finalise_job(
     *,
     shard_count: int,
     run_id: str | None = None,
+    compute_s: float = 0.0,
 ) -> FinalisedReport | None:
     """Fold exactly the planned batches (rescanning lost ones), commit, close the job.
 
     None when the job is no longer open: another run sharing it committed its report, or a newer
-    job replaced it. Then nothing is rescanned and nothing committed.
+    job replaced it. Then nothing is rescanned and nothing committed. ``compute_s`` is the time
+    this run spent on the job's initialise and scans; the report's summary records it with the
+    time spent here, as the report's compute time (a run of many scopes spends its wall time on
+    all of them).
     """
+    finalise_started = time.perf_counter()
     contributions = ledger.contributions(plan)
     if contributions is None:
         return None
@@ -168,6 +173,7 @@ def finalise_job(
             "batches_rescanned_at_finalise": len(missing),
             "resumed": plan.resumed,
             "source_anomalies": source_anomalies(rows),
+            "compute_s": round(compute_s + time.perf_counter() - finalise_started, 4),
         },
     )
     store.commit(header, rows)

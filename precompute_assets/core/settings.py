@@ -30,6 +30,7 @@ from precompute_assets.core.db import safe_url, sqlite_url
 from precompute_assets.core.errors import SettingsError
 
 DAY_S = 86_400
+SCOPES_PER_RUN = 50
 CACHE_SCHEMES = ("redis", "rediss", "memcached")
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -178,8 +179,8 @@ class RefreshSettings(SettingsGroup):
 
 
 class ExecutorSettings(SettingsGroup):
-    """How report runs run: their executor, by the entity count of the scope's last plan, and
-    their deadline."""
+    """How report runs run: how many scopes each refreshes, their executor, by the entity count
+    of the scope's last plan, and their deadline."""
 
     large_scope_entities: PositiveInt = setting(
         2_000_000,
@@ -200,6 +201,18 @@ class ExecutorSettings(SettingsGroup):
     )
     celery_backend: str | None = setting(
         None, "PRECOMPUTE_CELERY_BACKEND", "result backend of celery runs, likewise", "`rpc://`"
+    )
+    scopes_per_run: PositiveInt = setting(
+        SCOPES_PER_RUN,
+        "PRECOMPUTE_SCOPES_PER_RUN",
+        "most scopes one run refreshes (a backfill's runs, and the sensors' runs of small scopes;"
+        " read when the definitions load)",
+    )
+    shared_run_entities: PositiveInt = setting(
+        100_000,
+        "PRECOMPUTE_SHARED_RUN_ENTITIES",
+        "entity count of a scope's last plan below which sensors refresh it in a run shared with"
+        " other small scopes; larger scopes get a run each",
     )
     max_runtime_s: PositiveInt = setting(
         3_600,

@@ -2,20 +2,28 @@
 
 ``initialise -> plan_shards (DynamicOut) -> scan_shard (mapped) -> finalise (collect)``
 
-Every scope is a dynamic partition. ``scan_shard`` checkpoints each batch in the ledger and skips
+Every scope is a dynamic partition; a run refreshes one scope or a range of them
+(``core/run_work.py``). ``scan_shard`` checkpoints each batch in the ledger and skips
 the batches already there, so a retried shard or a rerun after a crash never counts twice;
 ``finalise`` folds exactly the planned batches, rescanning any that is missing, and commits the
 report in one transaction.
 """
 
+import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
 from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckSpec,
     AssetKey,
+    AssetMaterialization,
     AssetsDefinition,
+    BackfillPolicy,
     Backoff,
     DynamicOut,
     DynamicOutput,
@@ -30,8 +38,10 @@ from dagster import (
     graph_asset,
     op,
 )
+from sqlalchemy import Engine
 
 from precompute_assets.contract import MalformedReportError, ReportTool, ScopeNotFoundError
+from precompute_assets.core.completeness import check_completeness
 from precompute_assets.core.errors import (
     ScanError,
     SchemaVersionError,
@@ -41,8 +51,17 @@ from precompute_assets.core.errors import (
 )
 from precompute_assets.core.ledger import OPEN
 from precompute_assets.core.phases import ShardResult, finalise_job, open_job, run_shard
-from precompute_assets.core.plan import JobPlan, Shard, ShardTask
-from precompute_assets.core.report_store import ReportHeader
+from precompute_assets.core.plan import JobPlan
+from precompute_assets.core.report_store import ReportHeader, ReportStore
+from precompute_assets.core.run_work import (
+    RunPlan,
+    RunShard,
+    ScopeFailure,
+    ShardOutcome,
+    shard_counts,
+    spread_shards,
+)
+from precompute_assets.core.settings import SCOPES_PER_RUN
 from precompute_assets.core.text import markdown_table
 from precompute_assets.orchestration.resources import PrecomputeResource
 
@@ -52,6 +71,7 @@ DEFAULT_RETRY_POLICY = RetryPolicy(
     max_retries=3, delay=1.0, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
 )
 GROUP_NAME = "precompute_reports"
+COMPLETENESS_CHECK = "report_complete"
 REPORT_IO_MANAGER = "precompute_reports"
 # The concurrency pool of every scan step, across runs: an instance caps how many scans the source
 # database serves at once (deploy/dagster.yaml; `dagster instance concurrency set`).
@@ -93,126 +113,245 @@ def scopes_partitions(tool: ReportTool[Any]) -> DynamicPartitionsDefinition:
 
 
 def build_report_asset(
-    tool: ReportTool[Any], retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY
+    tool: ReportTool[Any],
+    retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+    scopes_per_run: int = SCOPES_PER_RUN,
 ) -> AssetsDefinition:
-    """The graph-backed asset ``<tool>_report``, partitioned by the tool's scopes."""
+    """The graph-backed asset ``<tool>_report``, partitioned by the tool's scopes.
 
-    @op(name=f"{tool.name}_initialise", out=Out(JobPlan), retry_policy=retry_policy)
-    def initialise(context: OpExecutionContext, precompute: PrecomputeResource) -> JobPlan:
-        with fail_at_once():
-            plan = open_job(
-                tool,
-                context.partition_key,
-                precompute.source_engine(),
-                precompute.ledger(),
-                precompute.settings().batch_size,
-            )
-        context.log.info(
-            f"{'resumed' if plan.resumed else 'opened'} job {plan.generation} for "
-            f"{tool.name}/{plan.scope}: {plan.extent.entity_count} entities in "
-            f"{plan.batch_count} batches"
+    A run refreshes one scope or a range of them (a backfill puts up to ``scopes_per_run`` in
+    each run). Every scope gets its own report, materialisation and ``report_complete``
+    evaluation; a scope that fails is set aside while the others are committed, and the run
+    fails at its end naming it.
+    """
+    asset_key = report_asset_key(tool)
+    partitions = scopes_partitions(tool)
+    with warnings.catch_warnings():
+        # Partitioned checks are a Dagster preview; its warning would repeat in every process.
+        warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*")
+        completeness_spec = AssetCheckSpec(
+            COMPLETENESS_CHECK,
+            asset=asset_key,
+            partitions_def=partitions,
+            description="Every planned batch was folded and the report has one row per entity.",
         )
-        return plan
 
-    @op(name=f"{tool.name}_plan_shards", out=DynamicOut(ShardTask), retry_policy=retry_policy)
-    def plan_shards(context: OpExecutionContext, precompute: PrecomputeResource, plan: JobPlan):
-        shards = plan.shards(precompute.settings().max_shards)
-        # Dagster needs at least one output for the collect step to run; an empty scope gets one
-        # shard with no batches.
-        for shard in shards or [Shard(0, 0, -1)]:
-            yield DynamicOutput(
-                ShardTask(plan, shard, precompute.ledger().evictions()),
-                mapping_key=shard.mapping_key,
-            )
+    @op(name=f"{tool.name}_initialise", out=Out(RunPlan), retry_policy=retry_policy)
+    def initialise(context: OpExecutionContext, precompute: PrecomputeResource) -> RunPlan:
+        ledger, source = precompute.ledger(), precompute.source_engine()
+        batch_size = precompute.settings().batch_size
+        plans, failures, seconds = [], [], {}
+        for scope in context.partition_keys:
+            started = time.perf_counter()
+            try:
+                plan = open_job(tool, scope, source, ledger, batch_size)
+            except PERMANENT_ERRORS as error:
+                failures.append(ScopeFailure(scope, "initialise", str(error)))
+                continue
+            seconds[scope] = round(time.perf_counter() - started, 4)
+            plans.append(plan)
+        if not plans:
+            raise Failure(description=_failed(failures), allow_retries=False)
+        context.log.info(_opened(tool, plans, failures))
+        return RunPlan(plans, failures, seconds, ledger.evictions())
+
+    @op(name=f"{tool.name}_plan_shards", out=DynamicOut(RunShard), retry_policy=retry_policy)
+    def plan_shards(
+        context: OpExecutionContext, precompute: PrecomputeResource, run_plan: RunPlan
+    ) -> Iterator[DynamicOutput[RunShard]]:
+        max_shards = precompute.settings().max_shards
+        shards = spread_shards(run_plan.plans, max_shards, run_plan.evictions_before)
+        # Dagster needs at least one output for the collect step to run; a run of empty scopes
+        # gets one step with nothing to scan.
+        for work in shards or [RunShard(0, [])]:
+            yield DynamicOutput(work, mapping_key=work.mapping_key)
 
     @op(name=f"{tool.name}_scan_shard", retry_policy=retry_policy, pool=SOURCE_POOL)
     def scan_shard(
-        context: OpExecutionContext, precompute: PrecomputeResource, task: ShardTask
-    ) -> Output[ShardResult]:
-        shard = task.shard
-        with fail_at_once():
-            result = run_shard(
-                tool, task.plan, shard, precompute.source_engine(), precompute.ledger()
-            )
-        done = (
-            f"scanned {result.batches_scanned} batches, skipped {result.batches_skipped} "
-            f"already in the ledger, in {result.seconds:.2f}s"
-            if result.job_status == OPEN
-            else f"job {task.plan.generation} is {result.job_status}, scanned nothing"
+        context: OpExecutionContext, precompute: PrecomputeResource, work: RunShard
+    ) -> Output[ShardOutcome]:
+        source, ledger = precompute.source_engine(), precompute.ledger()
+        outcome = ShardOutcome()
+        for task in work.tasks:
+            scope = task.plan.scope
+            if any(failure.scope == scope for failure in outcome.failures):
+                continue
+            try:
+                result = run_shard(tool, task.plan, task.shard, source, ledger)
+            except PERMANENT_ERRORS as error:
+                outcome.failures.append(ScopeFailure(scope, "scan", str(error)))
+                continue
+            outcome = _add_result(outcome, scope, result)
+            if result.job_status != OPEN:
+                context.log.info(
+                    f"{scope}: job {task.plan.generation} is {result.job_status}, scanned nothing"
+                )
+        context.log.info(
+            f"step {work.index}: {len(work.tasks)} shard(s) of "
+            f"{len({task.plan.scope for task in work.tasks})} scope(s); scanned "
+            f"{outcome.batches_scanned} batches, skipped {outcome.batches_skipped} already in "
+            f"the ledger, in {sum(outcome.seconds.values()):.2f}s"
         )
-        context.log.info(f"shard {shard.index}: {done}")
         return Output(
-            result,
+            outcome,
             metadata={
-                "batches_scanned": result.batches_scanned,
-                "batches_skipped": result.batches_skipped,
-                "first_batch": shard.first_batch,
-                "last_batch": shard.last_batch,
-                "seconds": result.seconds,
+                "scopes": len(outcome.seconds),
+                "batches_scanned": outcome.batches_scanned,
+                "batches_skipped": outcome.batches_skipped,
+                "seconds": round(sum(outcome.seconds.values()), 4),
+                "failed_scopes": len(outcome.failures),
             },
         )
 
     # The report is the asset's value, committed to the store here and loaded from it by the
-    # IO manager. Not required: a run whose job another run committed materialises nothing.
+    # IO manager. Each scope's materialisation and check are events of their own, so a run of
+    # many scopes gives each its figures, and a failed or already committed scope none.
     @op(
         name=f"{tool.name}_finalise",
-        out=Out(is_required=False, io_manager_key=REPORT_IO_MANAGER),
+        out={
+            "report": Out(is_required=False, io_manager_key=REPORT_IO_MANAGER),
+            "complete": Out(is_required=False),
+        },
         retry_policy=retry_policy,
     )
     def finalise(
         context: OpExecutionContext,
         precompute: PrecomputeResource,
-        tasks: list[ShardTask],
-        shard_results: list[ShardResult],
-    ) -> Iterator[Output[pd.DataFrame]]:
-        ledger = precompute.ledger()
-        plan = tasks[0].plan
-        with fail_at_once():
-            report = finalise_job(
-                tool,
-                plan,
-                precompute.source_engine(),
-                ledger,
-                precompute.store(),
-                shard_count=len(shard_results),
-                run_id=context.run_id,
-            )
-        if report is None:
-            context.log.info(
-                f"job {plan.generation} of {tool.name}/{plan.scope} is {ledger.status(plan)}: "
-                "another run committed its report or a newer job replaced it; nothing committed"
-            )
-            return
-        header = report.header
+        run_plan: RunPlan,
+        run_shards: list[RunShard],
+        outcomes: list[ShardOutcome],
+    ) -> Iterator[AssetMaterialization | AssetCheckEvaluation]:
+        source, ledger, store = precompute.source_engine(), precompute.ledger(), precompute.store()
+        failures = [*run_plan.failures, *(f for outcome in outcomes for f in outcome.failures)]
+        failed = {failure.scope for failure in failures}
+        shards = shard_counts(run_shards)
+        scanning = _seconds_by_scope(outcomes)
+        committed = 0
+        for plan in run_plan.plans:
+            if plan.scope in failed:
+                continue
+            compute_s = run_plan.initialise_s.get(plan.scope, 0.0) + scanning.get(plan.scope, 0.0)
+            try:
+                report = finalise_job(
+                    tool,
+                    plan,
+                    source,
+                    ledger,
+                    store,
+                    shard_count=shards.get(plan.scope, 0),
+                    run_id=context.run_id,
+                    compute_s=compute_s,
+                )
+            except PERMANENT_ERRORS as error:
+                failures.append(ScopeFailure(plan.scope, "finalise", str(error)))
+                continue
+            if report is None:
+                context.log.info(
+                    f"job {plan.generation} of {tool.name}/{plan.scope} is "
+                    f"{ledger.status(plan)}: another run committed its report or a newer job "
+                    "replaced it; nothing committed"
+                )
+                continue
+            committed += 1
+            metadata = _materialisation_metadata(tool, report.header, report.rows)
+            metadata["batches_rescanned_at_finalise"] = len(report.rescanned)
+            evictions = ledger.evictions()
+            if evictions is not None and run_plan.evictions_before is not None:
+                metadata["cache_evictions"] = evictions - run_plan.evictions_before
+            yield AssetMaterialization(asset_key, partition=plan.scope, metadata=metadata)
+            yield _completeness_evaluation(tool, plan.scope, store, source)
         context.log.info(
-            f"committed {tool.name}/{plan.scope}: {header.row_count} rows, "
-            f"{header.unused_count} unused, generation {plan.generation}"
-            + (f"; rescanned lost batches {report.rescanned}" if report.rescanned else "")
+            f"committed {committed} of {len(context.partition_keys)} {tool.name} report(s)"
+            + (f"; failed: {_failed(failures)}" if failures else "")
         )
-        metadata = _materialisation_metadata(tool, header, report.rows, len(report.rescanned))
-        evictions = ledger.evictions()
-        if evictions is not None and tasks[0].evictions_before is not None:
-            metadata["cache_evictions"] = evictions - tasks[0].evictions_before
-        yield Output(report.rows, metadata=metadata)
+        if failures:
+            raise Failure(
+                description=_failed(failures),
+                metadata={"failed_scopes": [failure.scope for failure in failures]},
+                allow_retries=False,
+            )
 
     @graph_asset(
-        name=report_asset_key(tool).path[-1],
-        partitions_def=scopes_partitions(tool),
+        name=asset_key.path[-1],
+        partitions_def=partitions,
         group_name=GROUP_NAME,
         description=tool.description or f"The {tool.name} report, one partition per scope.",
+        check_specs=[completeness_spec],
+        backfill_policy=BackfillPolicy.multi_run(scopes_per_run),
     )
     def report_asset():
-        tasks = plan_shards(initialise())
-        return finalise(tasks.collect(), tasks.map(scan_shard).collect())
+        run_plan = initialise()
+        run_shards = plan_shards(run_plan)
+        report, complete = finalise(
+            run_plan, run_shards.collect(), run_shards.map(scan_shard).collect()
+        )
+        return {"result": report, completeness_spec.get_python_identifier(): complete}
 
     return report_asset
+
+
+def _add_result(outcome: ShardOutcome, scope: str, result: ShardResult) -> ShardOutcome:
+    seconds = {**outcome.seconds, scope: outcome.seconds.get(scope, 0.0) + result.seconds}
+    return replace(
+        outcome,
+        batches_scanned=outcome.batches_scanned + result.batches_scanned,
+        batches_skipped=outcome.batches_skipped + result.batches_skipped,
+        seconds=seconds,
+    )
+
+
+def _seconds_by_scope(outcomes: list[ShardOutcome]) -> dict[str, float]:
+    seconds: dict[str, float] = {}
+    for outcome in outcomes:
+        for scope, spent in outcome.seconds.items():
+            seconds[scope] = seconds.get(scope, 0.0) + spent
+    return seconds
+
+
+def _opened(tool: ReportTool[Any], plans: list[JobPlan], failures: list[ScopeFailure]) -> str:
+    """One line for the opened jobs: a run of many scopes logs one, not one per scope."""
+    if len(plans) == 1 and not failures:
+        [plan] = plans
+        return (
+            f"{'resumed' if plan.resumed else 'opened'} job {plan.generation} for "
+            f"{tool.name}/{plan.scope}: {plan.extent.entity_count} entities in "
+            f"{plan.batch_count} batches"
+        )
+    resumed = sum(1 for plan in plans if plan.resumed)
+    entities = sum(plan.extent.entity_count for plan in plans)
+    return (
+        f"opened {len(plans) - resumed} and resumed {resumed} {tool.name} jobs: {entities} "
+        f"entities in {sum(plan.batch_count for plan in plans)} batches"
+        + (f"; failed: {_failed(failures)}" if failures else "")
+    )
+
+
+def _failed(failures: list[ScopeFailure]) -> str:
+    return f"{len(failures)} scope(s) failed: " + "; ".join(f.describe() for f in failures)
+
+
+def _completeness_evaluation(
+    tool: ReportTool[Any], scope: str, store: ReportStore, source: Engine
+) -> AssetCheckEvaluation:
+    """``report_complete`` of the report just committed, read back from the store."""
+    found = check_completeness(tool, scope, store, source)
+    metadata: dict[str, Any] = {"problem": "no report stored"}
+    if found is not None:
+        metadata = {**found.figures(), "examples": MetadataValue.json(found.examples())}
+    return AssetCheckEvaluation(
+        asset_key=report_asset_key(tool),
+        check_name=COMPLETENESS_CHECK,
+        passed=found is not None and found.passed,
+        partition=scope,
+        metadata=metadata,
+    )
 
 
 PREVIEW_ROWS = 20
 
 
 def _materialisation_metadata(
-    tool: ReportTool[Any], header: ReportHeader, rows: pd.DataFrame, rescanned: int
+    tool: ReportTool[Any], header: ReportHeader, rows: pd.DataFrame
 ) -> dict[str, Any]:
     """What an operator reads on the materialisation: figures as people say them."""
     return {
@@ -221,7 +360,7 @@ def _materialisation_metadata(
         "entities_scanned": header.entity_count,
         "batches": header.batch_count,
         "shards": header.shard_count,
-        "batches_rescanned_at_finalise": rescanned,
+        "compute_s": header.summary.get("compute_s", header.duration_s),
         "unused": header.unused_count,
         "dagster/row_count": header.row_count,
         "utilisation": MetadataValue.text(_utilisation(tool, header.utilisation)),

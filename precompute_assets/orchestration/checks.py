@@ -1,11 +1,12 @@
-"""Asset checks on every tool's report: complete when written, fresh while it is read.
+"""``report_fresh``: whether each scope's report is fresh (``report_complete`` is evaluated by
+the report asset's finalise, scope by scope).
 
-``report_complete`` runs with every materialisation. ``report_fresh`` tells, per scope, whether
-the stored report is fresh: not missing, its source unchanged, younger than its maximum age. It
-is evaluated by ``<tool>_freshness_job``, which the freshness sensor launches whenever it sees a
-scope whose freshness differs from its last recorded evaluation, so the check's history holds
-one evaluation per change of freshness, for every scope, and always the truth of its last tick.
-A stale report is an error for a scope at or above the refresh threshold, a warning below it.
+It tells, per scope, whether the stored report is fresh: not missing, its source unchanged,
+younger than its maximum age. It is evaluated by ``<tool>_freshness_job``, which the freshness
+sensor launches whenever it sees a scope whose freshness differs from its last recorded
+evaluation, so the check's history holds one evaluation per change of freshness, for every
+scope, and always the truth of its last tick. A stale report is an error for a scope at or above
+the refresh threshold, a warning below it.
 """
 
 import time
@@ -23,7 +24,6 @@ from dagster import (
     Config,
     DagsterInstance,
     JobDefinition,
-    MetadataValue,
     OpExecutionContext,
     asset_check,
     job,
@@ -36,49 +36,9 @@ from precompute_assets.core.settings import RefreshSettings
 from precompute_assets.orchestration.assets import report_asset_key, scopes_partitions
 from precompute_assets.orchestration.resources import PrecomputeResource
 
-COMPLETENESS_CHECK = "report_complete"
 FRESHNESS_CHECK = "report_fresh"
 # Recorded check statuses that say what the last evaluation found.
 _RECORDED = {"SUCCEEDED": True, "FAILED": False}
-
-
-def build_completeness_check(tool: ReportTool[Any]) -> AssetChecksDefinition:
-    """Every planned batch folded, and one row per entity the tool reports on now."""
-
-    def report_complete(
-        context: AssetCheckExecutionContext, precompute: PrecomputeResource
-    ) -> AssetCheckResult:
-        scope = context.partition_key
-        stored = precompute.store().read(tool.name, scope)
-        if stored is None:
-            return AssetCheckResult(passed=False, metadata={"problem": "no report stored"})
-        header, rows = stored
-        folded = header.summary.get("batches_folded")
-        with precompute.source_engine().connect() as source:
-            # Finalising an empty fold lists every entity the report must cover, without a scan.
-            expected = tool.finalise(source, scope, tool.empty(), header.summary.get("params", {}))
-        expected_ids = set(expected["entity_id"].astype(str))
-        stored_ids = set(rows["entity_id"])
-        missing, extra = sorted(expected_ids - stored_ids), sorted(stored_ids - expected_ids)
-        passed = folded == header.batch_count and not missing and not extra
-        return AssetCheckResult(
-            passed=passed,
-            metadata={
-                "batches_planned": header.batch_count,
-                "batches_folded": folded,
-                "rows": len(rows),
-                "entities_missing": len(missing),
-                "entities_extra": len(extra),
-                "examples": MetadataValue.json({"missing": missing[:10], "extra": extra[:10]}),
-            },
-        )
-
-    return _per_scope_check(
-        tool,
-        COMPLETENESS_CHECK,
-        report_complete,
-        "Every planned batch was folded and the report has one row per entity.",
-    )
 
 
 def build_freshness_check(tool: ReportTool[Any]) -> AssetChecksDefinition:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dagster import (
+    AssetCheckKey,
     AssetSelection,
     AssetSpec,
     Definitions,
@@ -19,19 +20,17 @@ from precompute_assets.contract import ReportTool
 from precompute_assets.core.registry import Registry, discover, given
 from precompute_assets.core.text import markdown_table
 from precompute_assets.orchestration.assets import (
+    COMPLETENESS_CHECK,
     DEFAULT_RETRY_POLICY,
     GROUP_NAME,
     MAX_RUNTIME_TAG,
     REPORT_IO_MANAGER,
     build_report_asset,
+    report_asset_key,
     report_job_name,
     scopes_partitions,
 )
-from precompute_assets.orchestration.checks import (
-    build_completeness_check,
-    build_freshness_check,
-    build_freshness_job,
-)
+from precompute_assets.orchestration.checks import build_freshness_check, build_freshness_job
 from precompute_assets.orchestration.executors import precompute_executor
 from precompute_assets.orchestration.io_managers import ReportIOManager, StepOutputIOManager
 from precompute_assets.orchestration.resources import PrecomputeResource
@@ -92,16 +91,15 @@ def build_definitions(
     runs, refresh = precompute.executor_settings(), precompute.refresh_settings()
     assets, checks, jobs, sensors, schedules = [], [], [], [], []
     for tool in tools.values():
-        asset = build_report_asset(tool, retry_policy)
-        complete, fresh = build_completeness_check(tool), build_freshness_check(tool)
+        asset = build_report_asset(tool, retry_policy, runs.scopes_per_run)
         assets.append(asset)
-        checks += [complete, fresh]
+        checks.append(build_freshness_check(tool))
         report_job = define_asset_job(
             report_job_name(tool),
             # report_fresh is recorded by the freshness job when freshness changes, not
             # trivially after each run.
             selection=AssetSelection.assets(asset).without_checks()
-            | AssetSelection.checks(complete),
+            | AssetSelection.checks(AssetCheckKey(report_asset_key(tool), COMPLETENESS_CHECK)),
             partitions_def=scopes_partitions(tool),
             description=f"Compute the {tool.name} report of one scope.",
             # Run monitoring stops a run past this (dagster.yaml's run_monitoring).

@@ -32,6 +32,7 @@ from precompute_assets.contract import Extent
 from precompute_assets.core.db import create_engine_for, safe_url, write_transaction
 from precompute_assets.core.phases import ShardResult
 from precompute_assets.core.plan import JobPlan, Shard, ShardTask
+from precompute_assets.core.run_work import RunPlan, RunShard, ScopeFailure, ShardOutcome
 from precompute_assets.core.schema import create_store_schema, step_outputs
 from precompute_assets.core.settings import DAY_S, Settings
 
@@ -40,7 +41,18 @@ from precompute_assets.core.settings import DAY_S, Settings
 RETENTION_DAYS = 7
 # The dataclasses a step may pass to another, by the name their JSON carries.
 STEP_TYPES: dict[str, type] = {
-    cls.__name__: cls for cls in (JobPlan, Extent, Shard, ShardTask, ShardResult)
+    cls.__name__: cls
+    for cls in (
+        JobPlan,
+        Extent,
+        Shard,
+        ShardTask,
+        ShardResult,
+        RunPlan,
+        RunShard,
+        ShardOutcome,
+        ScopeFailure,
+    )
 }
 TYPE_KEY = "__type__"
 

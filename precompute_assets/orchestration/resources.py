@@ -63,6 +63,8 @@ class PrecomputeResource(ConfigurableResource):
     large_scope_executor: str | None = _described(ExecutorSettings, "large_scope_executor")
     celery_broker: str | None = _described(ExecutorSettings, "celery_broker")
     celery_backend: str | None = _described(ExecutorSettings, "celery_backend")
+    scopes_per_run: int | None = _described(ExecutorSettings, "scopes_per_run")
+    shared_run_entities: int | None = _described(ExecutorSettings, "shared_run_entities")
     max_runtime_s: int | None = _described(ExecutorSettings, "max_runtime_s")
 
     def settings(self) -> Settings:

@@ -38,16 +38,13 @@ from precompute_assets.core.refresh import (
 )
 from precompute_assets.core.settings import ExecutorSettings, RefreshSettings
 from precompute_assets.orchestration.assets import (
+    COMPLETENESS_CHECK,
     MAX_RUNTIME_TAG,
     report_asset_key,
     report_job_name,
     scopes_partitions,
 )
-from precompute_assets.orchestration.checks import (
-    COMPLETENESS_CHECK,
-    freshness_changes,
-    recorded_freshness,
-)
+from precompute_assets.orchestration.checks import freshness_changes, recorded_freshness
 from precompute_assets.orchestration.executors import execution_run_config, executor_for
 from precompute_assets.orchestration.resources import PrecomputeResource
 
