@@ -10,20 +10,24 @@ from precompute_assets.accumulators import Usage, UsageTool, count_uses, scan_us
 from precompute_assets.contract import (
     REPORT_COLUMNS,
     Batch,
+    Changes,
     Extent,
     MalformedReportError,
     ReportTool,
     ScopeCatalogue,
+    ScopeChange,
     ScopeNotFoundError,
 )
 
 __all__ = [
     "REPORT_COLUMNS",
     "Batch",
+    "Changes",
     "Extent",
     "MalformedReportError",
     "ReportTool",
     "ScopeCatalogue",
+    "ScopeChange",
     "ScopeNotFoundError",
     "Usage",
     "UsageTool",

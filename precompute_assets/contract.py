@@ -58,12 +58,38 @@ class Batch:
     params: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ScopeChange:
+    """A scope that was added, changed or deleted: its tenant and watermark now (None if gone)."""
+
+    scope: str
+    tenant: str | None
+    watermark: str | None
+
+    @property
+    def deleted(self) -> bool:
+        return self.watermark is None
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What ``ScopeCatalogue.changes`` found, and the cursor to ask from next time.
+
+    ``complete`` says that ``scopes`` is every scope the source holds (a first listing): a scope
+    known before and not among them is gone.
+    """
+
+    scopes: list[ScopeChange]
+    cursor: str | None
+    complete: bool = False
+
+
 class ScopeCatalogue(ABC):
     """Which scopes a source holds, whose they are, and how each one stands.
 
-    The refresh policy asks these of many scopes at once, on every sensor tick: each method is
-    one query for all the scopes asked, never one query per scope. ``limit``, if set, is what
-    utilisation is measured against (shown as "682 of 700"). Laws:
+    The refresh policy asks these of many scopes at once, on every sensor tick: each method
+    reads only the scopes asked, by key, never the whole fleet for a few of them. ``limit``, if
+    set, is what utilisation is measured against (shown as "682 of 700"). Laws:
 
     - ``scopes`` names every scope with its tenant (the owner whose admins may read its report).
     - ``watermark`` changes whenever any row the tool's report reads changes, whoever writes it,
@@ -72,6 +98,9 @@ class ScopeCatalogue(ABC):
     - ``initialise`` reads the scope's key range and its watermark from one snapshot.
     - A scope the source does not hold is absent from ``utilisation`` and ``watermark``;
       ``initialise`` raises ``ScopeNotFoundError`` for it.
+    - ``changes`` (optional: the default lists every scope each time) gives, in the order they
+      happened, every scope added, changed or deleted since ``cursor``: one a reader at that
+      cursor has not seen. Sensors then read what changed, not the fleet.
     """
 
     limit: int | None = None
@@ -91,6 +120,22 @@ class ScopeCatalogue(ABC):
     @abstractmethod
     def watermark(self, source: Connection, scopes: Sequence[str]) -> dict[str, str]:
         """A value that changes whenever anything a scope's report reads changes."""
+
+    def changes(self, source: Connection, cursor: str | None, limit: int) -> Changes:
+        """Up to ``limit`` scopes changed since ``cursor`` (every scope when it is None), with
+        the cursor to ask from next time.
+
+        This default lists every scope each time (``complete``); a source that keeps a change
+        feed answers with what changed only.
+        """
+        tenants = self.scopes(source)
+        watermarks = self.watermark(source, list(tenants))
+        found = [
+            ScopeChange(scope, tenant, watermarks[scope])
+            for scope, tenant in tenants.items()
+            if scope in watermarks
+        ]
+        return Changes(found, cursor=None, complete=True)
 
 
 class ReportTool(ABC, Generic[C]):

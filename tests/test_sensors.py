@@ -43,7 +43,36 @@ def _tick(defs, name, instance, precompute, cursor=None):
 
 def _refreshes(result):
     """The tick's refresh runs."""
-    return [r for r in result.run_requests if r.partition_key is not None]
+    return [r for r in result.run_requests if r.asset_selection]
+
+
+def _scopes_of(request, instance) -> list[str]:
+    """The scopes a run request covers: its partition, or its range of partitions."""
+    if request.partition_key is not None:
+        return [request.partition_key]
+    order = instance.get_dynamic_partitions(PARTITIONS)
+    first = order.index(request.tags["dagster/asset_partition_range_start"])
+    return order[first : order.index(request.tags["dagster/asset_partition_range_end"]) + 1]
+
+
+def _refreshed(result, instance) -> list[tuple[str, str]]:
+    """(scope, reason) of every scope the tick asks to refresh, run by run."""
+    return [
+        (scope, request.tags["precompute/reason"])
+        for request in _refreshes(result)
+        for scope in _scopes_of(request, instance)
+    ]
+
+
+def _apply(result, instance) -> None:
+    """What the daemon does with a tick's partition requests."""
+    for request in result.dynamic_partitions_requests:
+        keys = list(request.partition_keys)
+        if type(request).__name__ == "AddDynamicPartitionsRequest":
+            instance.add_dynamic_partitions(PARTITIONS, keys)
+        else:
+            for key in keys:
+                instance.delete_dynamic_partition(PARTITIONS, key)
 
 
 def _freshness_scopes(result) -> list[str] | None:
@@ -61,10 +90,10 @@ def _states(precompute, tools):
     }
 
 
-def _register_all(instance, precompute, tools):
-    scopes = sorted(_states(precompute, tools))
-    instance.add_dynamic_partitions(PARTITIONS, scopes)
-    return scopes
+def _register_all(instance, precompute, tools, defs):
+    """Every scope of the source registered, as the discovery sensor's first tick does."""
+    _apply(_tick(defs, f"{TOOL}_discovery_sensor", instance, precompute), instance)
+    return sorted(_states(precompute, tools))
 
 
 def _commit_fake_report(precompute, scope, watermark, computed_at, generation=1):
@@ -85,13 +114,21 @@ def test_discovery_adds_new_scopes_removes_gone_ones_and_requests_first_reports(
 
     states = _states(precompute, tools)
     [add, delete] = result.dynamic_partitions_requests
-    assert sorted(add.partition_keys) == sorted(states)
+    # Added highest utilisation first, so the first reports are neighbours.
+    by_utilisation = sorted(states, key=lambda s: (-states[s].utilisation, s))
+    assert list(add.partition_keys) == by_utilisation
     assert list(delete.partition_keys) == ["gone-s999"]
     assert precompute.store().header(TOOL, "gone-s999") is None
-    # The first reports are requested within the budget, highest utilisation first.
-    by_utilisation = sorted(states, key=lambda s: -states[s].utilisation)
-    assert [r.partition_key for r in result.run_requests] == by_utilisation[:3]
-    assert {r.tags["precompute/reason"] for r in result.run_requests} == {"missing"}
+    _apply(result, instance)
+    # The first reports, within the budget, highest utilisation first: new scopes are small
+    # until their first report says otherwise, so the three share one run.
+    [run] = result.run_requests
+    assert _scopes_of(run, instance) == by_utilisation[:3]
+    assert run.tags["precompute/reason"] == "missing"
+
+    # Known now: the next tick adds nothing and asks for nothing.
+    again = _tick(defs, f"{TOOL}_discovery_sensor", instance, precompute)
+    assert again.dynamic_partitions_requests == [] and again.run_requests == []
 
 
 def test_refresh_orders_by_priority_sets_tags_and_respects_the_budget(
@@ -99,16 +136,15 @@ def test_refresh_orders_by_priority_sets_tags_and_respects_the_budget(
 ):
     precompute, defs = own
     monkeypatch.setenv("PRECOMPUTE_REFRESH_BUDGET", "2")
-    _register_all(instance, precompute, tools)
+    _register_all(instance, precompute, tools, defs)
     states = _states(precompute, tools)
 
     result = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
 
     ranked = sorted(states.values(), key=lambda s: -s.utilisation)
     assert ranked[0].utilisation >= 0.7, "the demo source has scopes near their limits"
-    requested = [r.partition_key for r in _refreshes(result)]
-    assert requested == [s.scope for s in ranked[:2]]
-    first = _refreshes(result)[0]
+    assert _refreshed(result, instance) == [(s.scope, "missing") for s in ranked[:2]]
+    [first] = _refreshes(result)
     assert first.tags["dagster/priority"] == str(round(ranked[0].utilisation * 100))
     assert first.tags["precompute/reason"] == "missing"
     # The run the asset page's Materialize launches: the report and its completeness check.
@@ -121,7 +157,7 @@ def test_refresh_orders_by_priority_sets_tags_and_respects_the_budget(
 @pytest.mark.slow
 def test_fresh_reports_are_left_alone_below_and_above_the_threshold(own, instance, tools):
     precompute, defs = own
-    scopes = _register_all(instance, precompute, tools)
+    scopes = _register_all(instance, precompute, tools, defs)
     for scope in scopes:
         assert run_partition(defs, TOOL, scope, instance).success
     result = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
@@ -131,7 +167,7 @@ def test_fresh_reports_are_left_alone_below_and_above_the_threshold(own, instanc
 @pytest.mark.slow
 def test_a_moved_watermark_refreshes_a_high_scope_but_not_a_low_one(own, instance, tools):
     precompute, defs = own
-    scopes = _register_all(instance, precompute, tools)
+    scopes = _register_all(instance, precompute, tools, defs)
     for scope in scopes:
         assert run_partition(defs, TOOL, scope, instance).success
     states = _states(precompute, tools)
@@ -142,9 +178,7 @@ def test_a_moved_watermark_refreshes_a_high_scope_but_not_a_low_one(own, instanc
 
     result = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
 
-    assert [(r.partition_key, r.tags["precompute/reason"]) for r in _refreshes(result)] == [
-        (high, "changed")
-    ]
+    assert _refreshed(result, instance) == [(high, "changed")]
     # The same state gives the same run key: the daemon never launches that refresh twice.
     again = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
     assert [r.run_key for r in _refreshes(again)] == [r.run_key for r in _refreshes(result)]
@@ -152,7 +186,7 @@ def test_a_moved_watermark_refreshes_a_high_scope_but_not_a_low_one(own, instanc
 
 def test_reports_past_their_maximum_age_are_refreshed(own, instance, tools):
     precompute, defs = own
-    scopes = _register_all(instance, precompute, tools)
+    scopes = _register_all(instance, precompute, tools, defs)
     states = _states(precompute, tools)
     high = max(states.values(), key=lambda s: s.utilisation).scope
     low = min(states.values(), key=lambda s: s.utilisation).scope
@@ -162,16 +196,11 @@ def test_reports_past_their_maximum_age_are_refreshed(own, instance, tools):
     _commit_fake_report(precompute, high, states[high].watermark, now - 8 * 86_400)
     _commit_fake_report(precompute, low, states[low].watermark, now - 20 * 86_400)
     result = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
-    assert [(r.partition_key, r.tags["precompute/reason"]) for r in _refreshes(result)] == [
-        (high, "aged")
-    ]
+    assert _refreshed(result, instance) == [(high, "aged")]
 
     _commit_fake_report(precompute, low, states[low].watermark, now - 31 * 86_400)
     result = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
-    assert {(r.partition_key, r.tags["precompute/reason"]) for r in _refreshes(result)} == {
-        (high, "aged"),
-        (low, "aged"),
-    }
+    assert set(_refreshed(result, instance)) == {(high, "aged"), (low, "aged")}
 
 
 def test_no_request_for_a_scope_with_a_run_in_flight(own, instance, tools, monkeypatch):
@@ -179,7 +208,7 @@ def test_no_request_for_a_scope_with_a_run_in_flight(own, instance, tools, monke
     asset job): either way the scope waits."""
     precompute, defs = own
     monkeypatch.setenv("PRECOMPUTE_REFRESH_BUDGET", "1")
-    _register_all(instance, precompute, tools)
+    _register_all(instance, precompute, tools, defs)
     asset_job = defs.resolve_implicit_global_asset_job_def()
     first = _refreshes(_tick(defs, f"{TOOL}_refresh_sensor", instance, precompute))[0]
     instance.create_run_for_job(
@@ -189,14 +218,20 @@ def test_no_request_for_a_scope_with_a_run_in_flight(own, instance, tools, monke
     )
     second = _refreshes(_tick(defs, f"{TOOL}_refresh_sensor", instance, precompute))[0]
     assert second.partition_key != first.partition_key
+    # A run over a range of partitions, as a backfill's runs are, holds every scope in it.
+    order = instance.get_dynamic_partitions(PARTITIONS)
+    at = order.index(second.partition_key)
     instance.create_run_for_job(
         asset_job,
         asset_selection=frozenset({AssetKey(f"{TOOL}_report")}),
-        tags={"dagster/partition": second.partition_key},
+        tags={
+            "dagster/asset_partition_range_start": order[at],
+            "dagster/asset_partition_range_end": order[at + 1],
+        },
         status=DagsterRunStatus.STARTING,
     )
     [third] = _refreshes(_tick(defs, f"{TOOL}_refresh_sensor", instance, precompute))
-    assert third.partition_key not in (first.partition_key, second.partition_key)
+    assert third.partition_key not in (first.partition_key, *order[at : at + 2])
 
 
 def _record_freshness(defs, instance, precompute, scopes):
@@ -211,7 +246,7 @@ def _record_freshness(defs, instance, precompute, scopes):
 @pytest.mark.slow
 def test_freshness_is_recorded_for_every_scope_when_it_changes(own, instance, tools):
     precompute, defs = own
-    scopes = _register_all(instance, precompute, tools)
+    scopes = _register_all(instance, precompute, tools, defs)
     for scope in scopes:
         assert run_partition(defs, TOOL, scope, instance).success
     states = _states(precompute, tools)
@@ -252,12 +287,12 @@ def test_freshness_is_recorded_for_every_scope_when_it_changes(own, instance, to
     # Once recorded, freshness is not asked for again; the high scope's refresh is.
     assert _freshness_scopes(_tick(defs, sensor, instance, precompute)) is None
     again = _tick(defs, f"{TOOL}_refresh_sensor", instance, precompute)
-    assert [r.partition_key for r in again.run_requests] == [high]
+    assert _refreshed(again, instance) == [(high, "changed")]
 
 
 def test_baseline_schedule_requests_aged_reports_of_low_scopes(own, instance, tools):
     precompute, defs = own
-    scopes = _register_all(instance, precompute, tools)
+    scopes = _register_all(instance, precompute, tools, defs)
     states = _states(precompute, tools)
     now = time.time()
     for scope in scopes:
@@ -269,6 +304,7 @@ def test_baseline_schedule_requests_aged_reports_of_low_scopes(own, instance, to
     requests = list(defs.resolve_schedule_def(f"{TOOL}_baseline_schedule")(context))
 
     assert [(r.partition_key, r.tags["precompute/reason"]) for r in requests] == [(low, "aged")]
+    assert precompute.fleet().recorded_freshness(tools[TOOL], [low]) == {low: None}
     assert requests[0].asset_selection == [AssetKey(f"{TOOL}_report")]
     baseline = defs.resolve_schedule_def(f"{TOOL}_baseline_schedule")
     assert baseline.cron_schedule == "0 3 1 * *"
@@ -277,7 +313,7 @@ def test_baseline_schedule_requests_aged_reports_of_low_scopes(own, instance, to
 
 def test_removing_a_scope_from_the_source_removes_it_from_the_fleet(own, instance, tools):
     precompute, defs = own
-    scopes = _register_all(instance, precompute, tools)
+    scopes = _register_all(instance, precompute, tools, defs)
     assert run_partition(defs, TOOL, scopes[0], instance).success
     with create_engine_for(precompute.source_url).begin() as source:
         source.execute(sa.text("DELETE FROM spaces WHERE key = :k"), {"k": scopes[0]})
@@ -296,7 +332,7 @@ def _statements_per_tick(tmp_path, tools, instance, spaces: int) -> dict[str, in
         source_url=source_url, store_url=sqlite_url(tmp_path / f"r-{spaces}.db")
     )
     defs = build_definitions(tools, precompute)
-    _register_all(instance, precompute, tools)
+    _register_all(instance, precompute, tools, defs)
     statements: list[str] = []
 
     def record(_connection, _cursor, statement, *_args) -> None:
@@ -317,4 +353,5 @@ def test_a_tick_makes_the_same_few_queries_for_any_number_of_scopes(tmp_path, to
         few = _statements_per_tick(tmp_path, tools, small, 6)
         many = _statements_per_tick(tmp_path, tools, large, 60)
     assert few == many
-    assert max(many.values()) <= 10
+    # The cursor's read and move, the catalogue's changes, and a question or two to the store.
+    assert max(many.values()) <= 14

@@ -13,6 +13,7 @@ same handful of queries as a tick over ten.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Collection, Iterable, Sequence
@@ -80,6 +81,86 @@ class RefreshRequest:
         if self.reason is Reason.ON_DEMAND:
             return 1_000
         return round(self.utilisation * 100)
+
+    @property
+    def reason_tag(self) -> str:
+        return self.reason.value
+
+
+@dataclass(frozen=True)
+class RunGroup:
+    """The scopes one run refreshes: one scope, or a contiguous range of small ones (a run of a
+    partitioned asset covers one partition or a range of them)."""
+
+    requests: list[RefreshRequest]
+
+    @property
+    def scopes(self) -> list[str]:
+        return [request.scope for request in self.requests]
+
+    @property
+    def priority(self) -> int:
+        return max(request.priority for request in self.requests)
+
+    @property
+    def utilisation(self) -> float:
+        return max(request.utilisation for request in self.requests)
+
+    @property
+    def reason_tag(self) -> str:
+        return ",".join(sorted({request.reason_tag for request in self.requests}))
+
+    @property
+    def entity_count(self) -> int | None:
+        """The largest last plan of the group's scopes (None when none has one)."""
+        counts = [r.entity_count for r in self.requests if r.entity_count is not None]
+        return max(counts) if counts else None
+
+    @property
+    def run_key(self) -> str:
+        if len(self.requests) == 1:
+            return self.requests[0].run_key
+        keys = "|".join(request.run_key for request in self.requests)
+        digest = hashlib.sha256(keys.encode()).hexdigest()[:16]
+        return f"{self.requests[0].scope}..{self.requests[-1].scope}:{digest}"
+
+
+def group_requests(
+    requests: Sequence[RefreshRequest],
+    order: Sequence[str] | None,
+    *,
+    scopes_per_run: int,
+    shared_run_entities: int,
+) -> list[RunGroup]:
+    """The runs for ``requests``: a scope whose last plan held ``shared_run_entities`` entities
+    or more gets a run of its own; smaller ones (and new ones) share runs of up to
+    ``scopes_per_run``, each run a run of neighbours in ``order`` (the partitions' order), since
+    a run covers a range of partitions. Runs come highest priority first.
+    """
+
+    def shared(request: RefreshRequest) -> bool:
+        return request.entity_count is None or request.entity_count < shared_run_entities
+
+    small = [request for request in requests if shared(request)]
+    groups = [RunGroup([request]) for request in requests if not shared(request)]
+    position = {scope: index for index, scope in enumerate(order or ())}
+    small.sort(key=lambda request: position.get(request.scope, -1))
+    current: list[RefreshRequest] = []
+    for request in small:
+        here = position.get(request.scope)
+        contiguous = (
+            current
+            and here is not None
+            and here == position.get(current[-1].scope, -2) + 1
+            and len(current) < scopes_per_run
+        )
+        if current and not contiguous:
+            groups.append(RunGroup(current))
+            current = []
+        current.append(request)
+    if current:
+        groups.append(RunGroup(current))
+    return sorted(groups, key=lambda group: -group.priority)
 
 
 def scope_states(

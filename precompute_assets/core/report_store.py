@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import weakref
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -125,7 +126,7 @@ class ReportStore:
         with connect(self.engine) as connection:
             if not self._readable(connection):
                 return []
-            return [_header_from_row(row) for row in connection.execute(query)]
+            return [header_from_row(row._asdict()) for row in connection.execute(query)]
 
     def read(
         self, tool: str, scope: str, *, unused_only: bool = False
@@ -183,13 +184,12 @@ def _read_header(connection: sa.Connection, tool: str, scope: str) -> ReportHead
     row = connection.execute(
         sa.select(headers).where((headers.c.tool == tool) & (headers.c.scope == scope))
     ).first()
-    return None if row is None else _header_from_row(row)
+    return None if row is None else header_from_row(row._asdict())
 
 
-def _header_from_row(row: sa.Row) -> ReportHeader:
-    values = row._asdict()
-    values["summary"] = json.loads(values["summary"])
-    return ReportHeader(**values)
+def header_from_row(values: Mapping[str, Any]) -> ReportHeader:
+    """A header from its row's values (``summary`` as stored, JSON text)."""
+    return ReportHeader(**{**values, "summary": json.loads(values["summary"])})
 
 
 def _row_records(header: ReportHeader, rows: pd.DataFrame) -> list[dict[str, Any]]:

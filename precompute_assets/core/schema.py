@@ -19,7 +19,7 @@ from precompute_assets.core.db import safe_url, write_transaction
 from precompute_assets.core.errors import SchemaVersionError
 
 # The revision these tables are; the newest file in migrations/versions.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 VERSION_TABLE = "alembic_version"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -98,6 +98,36 @@ rows_table = sa.Table(
     sa.Column("usage_count", sa.BigInteger, nullable=False),
     sa.Column("last_used", sa.BigInteger),
     sa.Column("detail", sa.Text),
+)
+
+# What the sensors know of each scope ----------------------------------------------------------
+
+# Per (tool, scope): the catalogue's last word on it (tenant, utilisation, source watermark, or
+# gone), whether its partition was asked for, its last refresh request and its last recorded
+# freshness. Sensors read and write these rows instead of asking the source and Dagster about
+# the whole fleet on every tick.
+scope_states = sa.Table(
+    "precompute_scope_states",
+    metadata,
+    sa.Column("tool", sa.String(100), primary_key=True),
+    sa.Column("scope", sa.String(200), primary_key=True),
+    sa.Column("tenant", sa.String(200)),
+    sa.Column("utilisation", sa.Float, nullable=False),
+    sa.Column("watermark", sa.Text),  # None once the scope is gone from the source
+    sa.Column("registered", sa.Boolean, nullable=False),
+    sa.Column("seen_at", sa.Float, nullable=False),
+    sa.Column("requested_at", sa.Float),
+    sa.Column("request_key", sa.Text),
+    sa.Column("fresh_recorded", sa.Boolean),
+)
+
+# Per tool: where in the catalogue's feed of changes the sensors have read up to.
+catalogue_cursors = sa.Table(
+    "precompute_catalogue_cursors",
+    metadata,
+    sa.Column("tool", sa.String(100), primary_key=True),
+    sa.Column("cursor", sa.Text),
+    sa.Column("updated_at", sa.Float, nullable=False),
 )
 
 # What Dagster passes between steps ------------------------------------------------------------

@@ -2,20 +2,28 @@
 
 A scope is a space (by its key), owned by its tenant (``t<tenant id>``). Its entities to scan are
 the space's work items, by id; its watermark is the space's change version, which triggers move
-on every write to a table the tools read (``precompute_assets.demo.source.changes``); its
-utilisation is one association table's rows for the space against a limit.
+on every write to a table the tools read (``precompute_assets.demo.source.changes``), and the
+spaces changed since a cursor are those whose version is above it; its utilisation is one
+association table's rows for the space against a limit. Every question about some spaces reads
+only those spaces, by key.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, bindparam, text
+from sqlalchemy import Connection, Row, TextClause, bindparam, text
 
-from precompute_assets.contract import Extent, ScopeCatalogue, ScopeNotFoundError
+from precompute_assets.contract import (
+    Changes,
+    Extent,
+    ScopeCatalogue,
+    ScopeChange,
+    ScopeNotFoundError,
+)
 
-# Up to this many asked-for scopes, the bulk queries look them up by key.
-FEW_SCOPES = 100
+# Keys per lookup: few enough for any database's bound parameters, many enough to be few queries.
+KEYS_PER_QUERY = 500
 
 
 class Spaces(ScopeCatalogue):
@@ -61,27 +69,59 @@ class Spaces(ScopeCatalogue):
         )
 
     def utilisation(self, source: Connection, scopes: Sequence[str]) -> dict[str, float]:
-        wanted = set(scopes)
-        result = source.execute(
-            text(
-                f"SELECT s.key, COUNT(a.space_id) FROM spaces s"
-                f" LEFT JOIN {self.counted} a ON a.space_id = s.id GROUP BY s.key"
-            )
-        )
-        return {key: count / self.limit for key, count in result if key in wanted}
+        """Each asked-for space's rows of ``counted`` over the limit, read by key."""
+        query = text(
+            f"SELECT s.key, COUNT(a.space_id) FROM spaces s"
+            f" LEFT JOIN {self.counted} a ON a.space_id = s.id"
+            " WHERE s.key IN :keys GROUP BY s.key"
+        ).bindparams(bindparam("keys", expanding=True))
+        return {key: count / self.limit for key, count in _by_key(source, query, scopes)}
 
     def watermark(self, source: Connection, scopes: Sequence[str]) -> dict[str, str]:
-        """Every asked-for space's change version, in one query: a few by key, many in one pass."""
-        wanted = set(scopes)
-        query = (
+        """Each asked-for space's change version, read by key."""
+        query = text(
             "SELECT s.key, COALESCE(c.version, 0) FROM spaces s"
-            " LEFT JOIN space_changes c ON c.space_id = s.id"
-        )
-        if len(wanted) <= FEW_SCOPES:
-            statement = text(f"{query} WHERE s.key IN :keys").bindparams(
-                bindparam("keys", expanding=True)
-            )
-            result = source.execute(statement, {"keys": sorted(wanted)})
-        else:
-            result = source.execute(text(query))
-        return {key: str(version) for key, version in result if key in wanted}
+            " LEFT JOIN space_changes c ON c.space_id = s.id WHERE s.key IN :keys"
+        ).bindparams(bindparam("keys", expanding=True))
+        return {key: str(version) for key, version in _by_key(source, query, scopes)}
+
+    def changes(self, source: Connection, cursor: str | None, limit: int) -> Changes:
+        """The spaces whose version is above ``cursor``, oldest change first (the change clock
+        gives versions in commit order); every space when there is no cursor yet."""
+        if cursor is None:
+            listed = source.execute(
+                text(
+                    "SELECT s.key, s.tenant_id, c.version FROM spaces s"
+                    " JOIN space_changes c ON c.space_id = s.id"
+                )
+            ).all()
+            clock = source.execute(text("SELECT version FROM change_clock")).scalar()
+            found = [
+                ScopeChange(key, f"t{tenant}", str(version)) for key, tenant, version in listed
+            ]
+            return Changes(found, cursor=str(clock or 0), complete=True)
+        rows = source.execute(
+            text(
+                "SELECT c.space_key, s.tenant_id, c.version FROM space_changes c"
+                " LEFT JOIN spaces s ON s.id = c.space_id"
+                " WHERE c.version > :cursor ORDER BY c.version LIMIT :limit"
+            ),
+            {"cursor": int(cursor), "limit": limit},
+        ).all()
+        found = [
+            ScopeChange(key, None, None)
+            if tenant is None
+            else ScopeChange(key, f"t{tenant}", str(version))
+            for key, tenant, version in rows
+        ]
+        return Changes(found, cursor=str(rows[-1][2]) if rows else cursor)
+
+
+def _by_key(source: Connection, query: TextClause, scopes: Sequence[str]) -> list[Row]:
+    """``query``'s rows for ``scopes``, asked ``KEYS_PER_QUERY`` keys at a time."""
+    keys = sorted(set(scopes))
+    return [
+        row
+        for start in range(0, len(keys), KEYS_PER_QUERY)
+        for row in source.execute(query, {"keys": keys[start : start + KEYS_PER_QUERY]})
+    ]

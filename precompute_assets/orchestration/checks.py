@@ -4,25 +4,23 @@ the report asset's finalise, scope by scope).
 It tells, per scope, whether the stored report is fresh: not missing, its source unchanged,
 younger than its maximum age. It is evaluated by ``<tool>_freshness_job``, which the freshness
 sensor launches whenever it sees a scope whose freshness differs from its last recorded
-evaluation, so the check's history holds one evaluation per change of freshness, for every
-scope, and always the truth of its last tick. A stale report is an error for a scope at or above
-the refresh threshold, a warning below it.
+evaluation (the store keeps it beside the scope's refresh state), so the check's history holds
+one evaluation per change of freshness, for every scope, and always the truth of its last tick.
+A stale report is an error for a scope at or above the refresh threshold, a warning below it.
 """
 
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from dagster import (
     AssetCheckEvaluation,
     AssetCheckExecutionContext,
-    AssetCheckKey,
     AssetCheckResult,
     AssetChecksDefinition,
     AssetCheckSeverity,
     Config,
-    DagsterInstance,
     JobDefinition,
     OpExecutionContext,
     asset_check,
@@ -37,8 +35,6 @@ from precompute_assets.orchestration.assets import report_asset_key, scopes_part
 from precompute_assets.orchestration.resources import PrecomputeResource
 
 FRESHNESS_CHECK = "report_fresh"
-# Recorded check statuses that say what the last evaluation found.
-_RECORDED = {"SUCCEEDED": True, "FAILED": False}
 
 
 def build_freshness_check(tool: ReportTool[Any]) -> AssetChecksDefinition:
@@ -81,24 +77,9 @@ def freshness_evaluation(
     return not is_stale(state, settings, now), severity, metadata
 
 
-def recorded_freshness(
-    instance: DagsterInstance, tool: ReportTool[Any], scopes: Sequence[str] | None = None
-) -> dict[str, bool]:
-    """What the last recorded ``report_fresh`` evaluation of each scope said, in one query."""
-    key = AssetCheckKey(report_asset_key(tool), FRESHNESS_CHECK)
-    infos = instance.event_log_storage.get_asset_check_partition_info(
-        [key], partition_keys=None if scopes is None else list(scopes)
-    )
-    return {
-        info.partition_key: _RECORDED[info.latest_execution_status.value]
-        for info in infos
-        if info.partition_key is not None and info.latest_execution_status.value in _RECORDED
-    }
-
-
 def freshness_changes(
     states: Iterable[ScopeState],
-    recorded: dict[str, bool],
+    recorded: Mapping[str, bool | None],
     settings: RefreshSettings,
     now: float,
 ) -> list[ScopeState]:
@@ -135,7 +116,8 @@ def build_freshness_job(tool: ReportTool[Any]) -> JobDefinition:
         states = scope_states(
             tool, precompute.source_engine(), precompute.store(), config.scopes, now
         )
-        recorded = recorded_freshness(context.instance, tool, config.scopes)
+        fleet = precompute.fleet()
+        recorded = fleet.recorded_freshness(tool, config.scopes)
         changed = freshness_changes(states, recorded, settings, now)
         for state in changed:
             passed, severity, metadata = freshness_evaluation(state, settings, now)
@@ -149,7 +131,9 @@ def build_freshness_job(tool: ReportTool[Any]) -> JobDefinition:
                     metadata=metadata,
                 )
             )
-        stale = sum(1 for state in changed if is_stale(state, settings, now))
+        fresh = {state.scope: not is_stale(state, settings, now) for state in changed}
+        fleet.record_freshness(tool, fresh)
+        stale = sum(1 for is_fresh in fresh.values() if not is_fresh)
         context.log.info(
             f"{len(changed)} of {len(config.scopes)} scopes changed freshness: "
             f"{stale} now stale, {len(changed) - stale} now fresh"

@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 
 from precompute_assets.core.cache import cache_from_url, check_cache_reachable
 from precompute_assets.core.db import create_engine_for
+from precompute_assets.core.fleet_state import FleetState
 from precompute_assets.core.ledger import Ledger
 from precompute_assets.core.report_store import ReportStore
 from precompute_assets.core.settings import (
@@ -101,6 +102,10 @@ class PrecomputeResource(ConfigurableResource):
     def store(self) -> ReportStore:
         return _store(self.settings().store_url)
 
+    def fleet(self) -> FleetState:
+        """What the sensors know of every scope, in the store."""
+        return _fleet(self.settings().store_url)
+
 
 # One pool per database and process, shared by every op that runs in it.
 @cache
@@ -124,3 +129,8 @@ def _ledger(url: str, cache_url: str | None, retention_days: float) -> Ledger:
 @cache
 def _store(url: str) -> ReportStore:
     return ReportStore(_engine(url))
+
+
+@cache
+def _fleet(url: str) -> FleetState:
+    return FleetState(_engine(url))

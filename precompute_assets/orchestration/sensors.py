@@ -1,4 +1,11 @@
-"""Sensors and schedules per tool: scope discovery, prioritised refresh, the monthly baseline."""
+"""Sensors and schedules per tool: scope discovery, prioritised refresh, freshness, the monthly
+baseline.
+
+A tick reads what changed, not the fleet: each sensor first reads the catalogue's changes since
+the tool's cursor into the store's per-scope rows (``core/fleet_state.py``), then asks those rows
+one indexed question. Dagster is asked only about runs in flight for this tool, and, when small
+scopes are to share a run, for the partitions' order.
+"""
 
 import time
 from collections.abc import Collection
@@ -24,19 +31,18 @@ from dagster import (
 )
 
 from precompute_assets.contract import ReportTool
-from precompute_assets.core.db import connect
+from precompute_assets.core.fleet_state import FleetState
 from precompute_assets.core.refresh import (
     Reason,
     RefreshRequest,
+    RunGroup,
     ScopeState,
-    due_reason,
+    group_requests,
     plan_baseline,
     plan_refresh,
-    priority_order,
     run_key,
-    scope_states,
 )
-from precompute_assets.core.settings import ExecutorSettings, RefreshSettings
+from precompute_assets.core.settings import ExecutorSettings
 from precompute_assets.orchestration.assets import (
     COMPLETENESS_CHECK,
     MAX_RUNTIME_TAG,
@@ -44,7 +50,6 @@ from precompute_assets.orchestration.assets import (
     report_job_name,
     scopes_partitions,
 )
-from precompute_assets.orchestration.checks import freshness_changes, recorded_freshness
 from precompute_assets.orchestration.executors import execution_run_config, executor_for
 from precompute_assets.orchestration.resources import PrecomputeResource
 
@@ -56,33 +61,45 @@ IN_FLIGHT_STATUSES = [
 ]
 # Dagster's asset job, which an asset page's Materialize launches: every refresh shows it.
 ASSET_JOB = "__ASSET_JOB"
+TOOL_TAG = "precompute/tool"
+PARTITION_TAG = "dagster/partition"
+# A run over several partitions, as a backfill's runs are tagged.
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
 BASELINE_CRON = "0 3 1 * *"  # 03:00 UTC on the first of every month
 # Above every refresh (on-demand ones are 1,000): freshness is recorded before refreshes start.
 FRESHNESS_PRIORITY = 2_000
+# Up to this many scopes are looked up in Dagster's partitions one by one; more, in one read.
+FEW_LOOKUPS = 20
+# Scopes one freshness run records at most; more wait for the next tick.
+FRESHNESS_PER_RUN = 10_000
 
 
-def refresh_tags(tool: ReportTool[Any], request: RefreshRequest) -> dict[str, str]:
+def refresh_tags(tool: ReportTool[Any], request: RefreshRequest | RunGroup) -> dict[str, str]:
     return {
         "dagster/priority": str(request.priority),
-        "precompute/tool": tool.name,
-        "precompute/reason": request.reason.value,
+        TOOL_TAG: tool.name,
+        "precompute/reason": request.reason_tag,
         "precompute/utilisation": f"{request.utilisation:.3f}",
     }
 
 
-def run_request(
-    tool: ReportTool[Any], request: RefreshRequest, settings: ExecutorSettings
-) -> RunRequest:
-    """A run of the tool's report asset and its completeness check for one scope: the run the
-    asset page's *Materialize* launches, with the sensor's tags, deadline and executor."""
+def run_request(tool: ReportTool[Any], group: RunGroup, settings: ExecutorSettings) -> RunRequest:
+    """A run of the tool's report asset and its completeness check for one scope or a range of
+    them: the run the asset page's *Materialize* (or a backfill) launches, with the sensor's
+    tags, deadline and executor."""
     key = report_asset_key(tool)
+    tags = {**refresh_tags(tool, group), MAX_RUNTIME_TAG: str(settings.max_runtime_s)}
+    first, last = group.scopes[0], group.scopes[-1]
+    if first != last:
+        tags = {**tags, RANGE_START_TAG: first, RANGE_END_TAG: last}
     return RunRequest(
         asset_selection=[key],
         asset_check_keys=[AssetCheckKey(key, COMPLETENESS_CHECK)],
-        run_key=request.run_key,
-        partition_key=request.scope,
-        tags={**refresh_tags(tool, request), MAX_RUNTIME_TAG: str(settings.max_runtime_s)},
-        run_config=execution_run_config(executor_for(request.entity_count, settings), settings),
+        run_key=group.run_key,
+        partition_key=first if first == last else None,
+        tags=tags,
+        run_config=execution_run_config(executor_for(group.entity_count, settings), settings),
     )
 
 
@@ -93,27 +110,64 @@ def report_selection(tool: ReportTool[Any]) -> AssetSelection:
 
 
 def in_flight_scopes(instance: DagsterInstance, tool: ReportTool[Any]) -> set[str]:
-    """Scopes with a queued or running run of this tool's report, in one query, whichever job
-    the run is of (the asset job, the tool's job from the launchpad or the command line)."""
+    """Scopes with a queued or running run of this tool's report, whoever launched it: the
+    runs tagged with the tool (sensors, the command line, the service) and the asset page's and
+    the launchpad's runs of its report. A few queries, about runs in flight only."""
     key = report_asset_key(tool)
-    return {
-        run.tags["dagster/partition"]
-        for run in instance.get_runs(RunsFilter(statuses=IN_FLIGHT_STATUSES))
-        if "dagster/partition" in run.tags
-        and (run.job_name == report_job_name(tool) or key in (run.asset_selection or ()))
+    runs = {
+        run.run_id: run
+        for runs_filter in (
+            RunsFilter(statuses=IN_FLIGHT_STATUSES, tags={TOOL_TAG: tool.name}),
+            RunsFilter(statuses=IN_FLIGHT_STATUSES, job_name=report_job_name(tool)),
+            RunsFilter(statuses=IN_FLIGHT_STATUSES, job_name=ASSET_JOB),
+        )
+        for run in instance.get_runs(runs_filter)
+        if run.job_name == report_job_name(tool) or key in (run.asset_selection or ())
     }
+    scopes = {run.tags[PARTITION_TAG] for run in runs.values() if PARTITION_TAG in run.tags}
+    ranges = [
+        (run.tags[RANGE_START_TAG], run.tags[RANGE_END_TAG])
+        for run in runs.values()
+        if RANGE_START_TAG in run.tags and RANGE_END_TAG in run.tags
+    ]
+    if ranges:
+        order = partition_order(instance, tool)
+        position = {scope: index for index, scope in enumerate(order)}
+        for first, last in ranges:
+            if first in position and last in position:
+                scopes.update(order[position[first] : position[last] + 1])
+    return scopes
 
 
-def registered_states(
+def partition_order(instance: DagsterInstance, tool: ReportTool[Any]) -> list[str]:
+    """The tool's partitions in Dagster's order, which ranges of partitions follow."""
+    return list(instance.get_dynamic_partitions(scopes_partitions(tool).name))
+
+
+def grouped_requests(
     instance: DagsterInstance,
     tool: ReportTool[Any],
-    precompute: PrecomputeResource,
-    now: float | None = None,
-) -> list[ScopeState]:
-    """Scope states for the scopes that are both in the source and registered as partitions."""
-    registered = set(instance.get_dynamic_partitions(scopes_partitions(tool).name))
-    states = scope_states(tool, precompute.source_engine(), precompute.store(), now=now)
-    return [state for state in states if state.scope in registered]
+    requests: list[RefreshRequest],
+    settings: ExecutorSettings,
+    order: list[str] | None = None,
+) -> list[RunRequest]:
+    """The run requests for ``requests``: small scopes that are neighbours among the partitions
+    share a run, large ones get one each. The partitions' order is read only when two small
+    scopes could share a run."""
+    small = [
+        r
+        for r in requests
+        if r.entity_count is None or r.entity_count < settings.shared_run_entities
+    ]
+    if order is None and len(small) > 1 and settings.scopes_per_run > 1:
+        order = partition_order(instance, tool)
+    groups = group_requests(
+        requests,
+        order,
+        scopes_per_run=settings.scopes_per_run,
+        shared_run_entities=settings.shared_run_entities,
+    )
+    return [run_request(tool, group, settings) for group in groups]
 
 
 def build_discovery_sensor(tool: ReportTool[Any], interval_s: int) -> SensorDefinition:
@@ -135,22 +189,35 @@ def build_discovery_sensor(tool: ReportTool[Any], interval_s: int) -> SensorDefi
         context: SensorEvaluationContext, precompute: PrecomputeResource
     ) -> SensorResult:
         settings, executors = precompute.refresh_settings(), precompute.executor_settings()
-        known = set(context.instance.get_dynamic_partitions(partitions.name))
-        with connect(precompute.source_engine()) as source:
-            scopes = list(tool.catalogue.scopes(source))
-        added = [scope for scope in scopes if scope not in known]
-        removed = sorted(known - set(scopes))
+        fleet, store = precompute.fleet(), precompute.store()
+        synced = fleet.sync(tool, precompute.source_engine())
+        new, gone = fleet.unregistered(tool, settings, time.time()), fleet.gone(tool)
+        added = [state.scope for state in new]
+        removed = sorted(
+            set(gone) | _strays(context.instance, tool, fleet) if synced.complete else gone
+        )
         for scope in removed:
-            precompute.store().delete(tool.name, scope)
-        states = scope_states(tool, precompute.source_engine(), precompute.store(), added)
-        first = priority_order(states, settings)[: settings.budget]
-        requests = [
+            store.delete(tool.name, scope)
+        fleet.forget(tool, gone)
+        fleet.mark_registered(tool, added, registered=True)
+        # Added in this order, after every partition there is, so the first ones are neighbours;
+        # one that was a partition already (added by hand) keeps its place and its run.
+        first = [
             RefreshRequest(state.scope, Reason.MISSING, state.utilisation, run_key(state))
-            for state in first
+            for state in new[: settings.budget]
+            if state.header is None
         ]
+        known = {
+            r.scope
+            for r in first
+            if context.instance.has_dynamic_partition(partitions.name, r.scope)
+        }
+        requests = [r for r in first if r.scope not in known]
+        order = [r.scope for r in requests]
+        requests += [r for r in first if r.scope in known]
         context.log.info(f"{len(added)} scopes added, {len(removed)} removed")
         return SensorResult(
-            run_requests=[run_request(tool, request, executors) for request in requests],
+            run_requests=grouped_requests(context.instance, tool, requests, executors, order),
             dynamic_partitions_requests=[
                 *([partitions.build_add_request(added)] if added else []),
                 *([partitions.build_delete_request(removed)] if removed else []),
@@ -158,6 +225,29 @@ def build_discovery_sensor(tool: ReportTool[Any], interval_s: int) -> SensorDefi
         )
 
     return discovery_sensor
+
+
+def _with_partitions(
+    instance: DagsterInstance, tool: ReportTool[Any], fleet: FleetState, states: list[ScopeState]
+) -> tuple[list[ScopeState], set[str]]:
+    """``states`` of scopes that are partitions, and the scopes that are not. A scope the
+    discovery sensor has not registered may be a partition all the same (added by hand, by the
+    command line): Dagster is asked about those few, and the ones it knows are marked."""
+    unknown = fleet.unregistered_among(tool, [state.scope for state in states])
+    name = scopes_partitions(tool).name
+    if len(unknown) > FEW_LOOKUPS:
+        found = sorted(unknown & set(partition_order(instance, tool)))
+    else:
+        found = [scope for scope in sorted(unknown) if instance.has_dynamic_partition(name, scope)]
+    fleet.mark_registered(tool, found, registered=True)
+    missing = unknown - set(found)
+    return [state for state in states if state.scope not in missing], missing
+
+
+def _strays(instance: DagsterInstance, tool: ReportTool[Any], fleet: FleetState) -> set[str]:
+    """Partitions of no scope the source holds (added by hand, or left from another store):
+    looked for when the catalogue listed every scope, not on every tick."""
+    return set(partition_order(instance, tool)) - fleet.live_scopes(tool)
 
 
 def build_refresh_sensor(tool: ReportTool[Any], interval_s: int) -> SensorDefinition:
@@ -174,15 +264,23 @@ def build_refresh_sensor(tool: ReportTool[Any], interval_s: int) -> SensorDefini
         context: SensorEvaluationContext, precompute: PrecomputeResource
     ) -> SensorResult:
         settings, executors = precompute.refresh_settings(), precompute.executor_settings()
-        now = time.time()
-        states = registered_states(context.instance, tool, precompute, now)
+        fleet, now = precompute.fleet(), time.time()
+        fleet.sync(tool, precompute.source_engine())
         in_flight = in_flight_scopes(context.instance, tool)
+        due = fleet.due(tool, settings, now, settings.budget + len(in_flight))
+        states, missing = _with_partitions(context.instance, tool, fleet, due)
         requests = plan_refresh(states, settings, in_flight=in_flight, now=now)
-        counts = tick_counts(states, settings, in_flight, len(requests), now)
+        counts = fleet.counts(tool, settings, now)
+        message = tick_counts(counts.scopes, counts.due, states, in_flight, len(requests))
+        if missing:
+            message += f"; {len(missing)} due without a partition (the discovery sensor adds them)"
         if not requests:
-            return SensorResult(skip_reason=counts)
-        context.log.info(counts)
-        return SensorResult(run_requests=[run_request(tool, r, executors) for r in requests])
+            return SensorResult(skip_reason=message)
+        context.log.info(message)
+        fleet.mark_requested(tool, {r.scope: r.run_key for r in requests}, now)
+        return SensorResult(
+            run_requests=grouped_requests(context.instance, tool, requests, executors)
+        )
 
     return refresh_sensor
 
@@ -206,16 +304,18 @@ def build_freshness_sensor(
     ) -> SensorResult:
         if _has_run_in_flight(context.instance, freshness_job.name):
             return SensorResult(skip_reason="a freshness run is in flight")
-        settings, now = precompute.refresh_settings(), time.time()
-        states = registered_states(context.instance, tool, precompute, now)
-        changed = freshness_changes(
-            states, recorded_freshness(context.instance, tool), settings, now
+        settings, fleet, now = precompute.refresh_settings(), precompute.fleet(), time.time()
+        fleet.sync(tool, precompute.source_engine())
+        changed, _ = _with_partitions(
+            context.instance,
+            tool,
+            fleet,
+            fleet.freshness_changed(tool, settings, now, FRESHNESS_PER_RUN),
         )
+        scopes = fleet.counts(tool, settings, now).scopes
         if not changed:
-            return SensorResult(
-                skip_reason=f"{len(states)} scopes; freshness recorded for every scope"
-            )
-        context.log.info(f"{len(changed)} of {len(states)} scopes changed freshness")
+            return SensorResult(skip_reason=f"{scopes} scopes; freshness recorded for every scope")
+        context.log.info(f"{len(changed)} of {scopes} scopes changed freshness")
         return SensorResult(run_requests=[freshness_request(tool, changed)])
 
     return freshness_sensor
@@ -226,23 +326,18 @@ def freshness_request(tool: ReportTool[Any], changed: list[ScopeState]) -> RunRe
     op_name = f"{tool.name}_record_freshness"
     return RunRequest(
         run_config={"ops": {op_name: {"config": {"scopes": [s.scope for s in changed]}}}},
-        tags={"dagster/priority": str(FRESHNESS_PRIORITY), "precompute/tool": tool.name},
+        tags={"dagster/priority": str(FRESHNESS_PRIORITY), TOOL_TAG: tool.name},
     )
 
 
 def tick_counts(
-    states: list[ScopeState],
-    settings: RefreshSettings,
-    in_flight: Collection[str],
-    requested: int,
-    now: float,
+    scopes: int, due: int, fetched: list[ScopeState], in_flight: Collection[str], requested: int
 ) -> str:
     """What a refresh tick saw: scopes, due, due with a run in flight, due over the budget."""
-    due = [state.scope for state in states if due_reason(state, settings, now) is not None]
-    waiting = sum(1 for scope in due if scope in in_flight)
-    over = len(due) - waiting - requested
+    waiting = sum(1 for state in fetched if state.scope in in_flight)
+    over = max(0, due - waiting - requested)
     return (
-        f"{len(states)} scopes, {len(due)} due, {waiting} in flight, {over} over budget, "
+        f"{scopes} scopes, {due} due, {waiting} in flight, {over} over budget, "
         f"{requested} requested"
     )
 
@@ -264,10 +359,14 @@ def build_baseline_schedule(tool: ReportTool[Any], cron: str = BASELINE_CRON) ->
         description=f"Recomputes aged {tool.name} reports of every utilisation, within a budget.",
     )
     def baseline_schedule(context: ScheduleEvaluationContext, precompute: PrecomputeResource):
-        states = registered_states(context.instance, tool, precompute)
+        settings, fleet, now = precompute.refresh_settings(), precompute.fleet(), time.time()
+        fleet.sync(tool, precompute.source_engine())
         in_flight = in_flight_scopes(context.instance, tool)
-        requests = plan_baseline(states, precompute.refresh_settings(), in_flight=in_flight)
+        aged = fleet.aged(tool, settings, now, settings.baseline_budget + len(in_flight))
+        states, _ = _with_partitions(context.instance, tool, fleet, aged)
+        requests = plan_baseline(states, settings, in_flight=in_flight, now=now)
+        fleet.mark_requested(tool, {r.scope: r.run_key for r in requests}, now)
         executors = precompute.executor_settings()
-        return [run_request(tool, request, executors) for request in requests]
+        return grouped_requests(context.instance, tool, requests, executors)
 
     return baseline_schedule

@@ -1,10 +1,15 @@
-"""Change versions per space, kept by triggers: the demo source's watermark.
+"""Change versions per space, kept by triggers: the demo source's watermark and change feed.
 
-Every insert, update or delete of a row the tools read bumps the version of each space the row
-belongs to, whoever writes it (the framework, another application, an edit by hand in SQL).
-A version only grows, so, unlike a latest-update time, one future timestamp cannot freeze it and
-a deletion moves it. A space seen for the first time starts above every version in the table, so
-a space re-created under an old key never repeats a version a stored report holds.
+Every insert, update or delete of a row the tools read advances the source's change clock and
+sets the version of each space the row belongs to to it, whoever writes (the framework, another
+application, an edit by hand in SQL). A version only grows, so, unlike a latest-update time, one
+future timestamp cannot freeze it and a deletion moves it; and every version is new, so a space
+re-created under an old key never repeats a version a stored report holds.
+
+The clock is one row that each writing transaction updates: writers take its lock in turn, so
+versions are given in commit order, and the spaces changed since a reader's cursor are exactly
+those with a version above it (``Spaces.changes``). A real source would read the same from its
+change-data-capture position; here the price is that writers of tracked tables serialise.
 
 SQLite runs the triggers once per row; PostgreSQL once per statement, over its transition
 tables, so a bulk write bumps each space once.
@@ -56,17 +61,29 @@ TRACKED: tuple[Tracked, ...] = (
     ),
 )
 
+# Advance the clock (its row lock orders the writers), then stamp every space the rows belong
+# to; a deleted space keeps its key.
+_TICK = "UPDATE change_clock SET version = version + 1 WHERE id = 1"
 _BUMP = (
-    "INSERT INTO space_changes (space_id, version)"
-    " SELECT DISTINCT s.space_id, (SELECT COALESCE(MAX(version), 0) + 1 FROM space_changes)"
-    " FROM ({spaces}) AS s WHERE s.space_id IS NOT NULL"
-    " ON CONFLICT (space_id) DO UPDATE SET version = space_changes.version + 1"
+    "INSERT INTO space_changes (space_id, space_key, version)"
+    " SELECT DISTINCT s.space_id, COALESCE(sp.key, ''),"
+    " (SELECT version FROM change_clock WHERE id = 1)"
+    " FROM ({spaces}) AS s LEFT JOIN spaces sp ON sp.id = s.space_id"
+    " WHERE s.space_id IS NOT NULL"
+    " ON CONFLICT (space_id) DO UPDATE SET version = excluded.version, space_key = CASE"
+    " WHEN excluded.space_key = '' THEN space_changes.space_key ELSE excluded.space_key END"
 )
 
 
-def initial_versions_statement(start: int) -> str:
-    """Every space at version ``start`` (a time in microseconds: above any earlier source's)."""
-    return f"INSERT INTO space_changes (space_id, version) SELECT id, {int(start)} FROM spaces"
+def initial_versions_statements(start: int) -> list[str]:
+    """Every space at a version of its own from ``start`` (a time in microseconds, above any
+    earlier source's), and the clock after them."""
+    return [
+        "INSERT INTO space_changes (space_id, space_key, version)"
+        f" SELECT id, key, {int(start)} + id FROM spaces",
+        "INSERT INTO change_clock (id, version)"
+        f" SELECT 1, {int(start)} + COALESCE(MAX(id), 0) FROM spaces",
+    ]
 
 
 def trigger_statements(dialect_name: str) -> list[str]:
@@ -84,7 +101,9 @@ def _sqlite_triggers(tracked: Tracked) -> Iterator[str]:
     for event in EVENTS:
         images = {"insert": ["NEW"], "delete": ["OLD"], "update": ["OLD", "NEW"]}[event]
         bumps = " ".join(
-            _BUMP.format(spaces=tracked.spaces.format(rows=_sqlite_row(image, columns))) + ";"
+            f"{_TICK}; "
+            + _BUMP.format(spaces=tracked.spaces.format(rows=_sqlite_row(image, columns)))
+            + ";"
             for image in images
         )
         yield (
@@ -115,7 +134,7 @@ def _postgres_triggers(tracked: Tracked) -> Iterator[str]:
         bump = _BUMP.format(spaces=tracked.spaces.format(rows=rows))
         yield (
             f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS"
-            f" $$ BEGIN {bump}; RETURN NULL; END $$"
+            f" $$ BEGIN {_TICK}; {bump}; RETURN NULL; END $$"
         )
         yield (
             f"CREATE TRIGGER {function} AFTER {event.upper()} ON {name}"

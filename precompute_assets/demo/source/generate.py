@@ -53,7 +53,7 @@ from sqlalchemy.engine import Connection, Engine
 from precompute_assets.core.db import create_engine_for, safe_url, unavailable, write_transaction
 from precompute_assets.demo.source import changes, schema
 
-GENERATOR_VERSION = "2"  # 2: space_changes and its triggers
+GENERATOR_VERSION = "3"  # 2: space_changes and its triggers; 3: the change clock
 REFERENCE_TIME = 1_793_491_200  # 2026-11-01T00:00:00Z
 DAY = 86_400
 YEAR = 365 * DAY
@@ -136,7 +136,8 @@ def generate_source(url: str, scale: DemoScale, *, replace: bool = True) -> Sour
                 writer.execute(statement)
             # Versions start at the load's time in microseconds, above any earlier source's;
             # the triggers come after the load, which they would slow down row by row.
-            writer.execute(changes.initial_versions_statement(time.time_ns() // 1_000))
+            for statement in changes.initial_versions_statements(time.time_ns() // 1_000):
+                writer.execute(statement)
             for statement in changes.trigger_statements(engine.dialect.name):
                 writer.execute(statement)
             writer.insert(schema.source_meta, _meta_rows(scale, layout))

@@ -86,11 +86,22 @@ field_values = sa.Table(
     sqlite_with_rowid=False,
 )
 
-# One change version per space, moved by triggers on every table the tools read (changes.py).
+# One change version per space, moved by triggers on every table the tools read (changes.py):
+# the source's clock at the space's last change. The key stays when the space is deleted, so
+# the feed of changes (versions after a cursor) tells which scope went.
 space_changes = sa.Table(
     "space_changes",
     metadata,
     _id("space_id"),
+    sa.Column("space_key", sa.Text, nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+)
+
+# The source's change clock: one row, advanced by every tracked write, in commit order.
+change_clock = sa.Table(
+    "change_clock",
+    metadata,
+    _id(),
     sa.Column("version", sa.BigInteger, nullable=False),
 )
 
@@ -121,6 +132,8 @@ POST_LOAD_INDEXES: tuple[sa.Index, ...] = (
     sa.Index("ix_work_items_space_id", work_items.c.space_id, work_items.c.id),
     # Covers COUNT and MAX(updated_at) per space: the tools' watermark query reads only this.
     sa.Index("ix_work_items_space_updated", work_items.c.space_id, work_items.c.updated_at),
+    # The feed of changes: the spaces whose version is above a cursor.
+    sa.Index("ix_space_changes_version", space_changes.c.version),
 )
 
 
