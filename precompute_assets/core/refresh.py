@@ -45,6 +45,7 @@ class ScopeState:
     watermark: str  # the source's, now
     header: ReportHeader | None
     window_since: int | None = None  # where a report computed now would start its window
+    tenant: str | None = None  # the scope's owner, when the catalogue was listed
 
     @property
     def source_changed(self) -> bool:
@@ -95,14 +96,22 @@ def scope_states(
     """
     with connect(source) as connection:
         catalogue = tool.catalogue
-        known = list(catalogue.scopes(connection)) if scopes is None else list(scopes)
+        tenants = catalogue.scopes(connection) if scopes is None else {}
+        known = list(tenants) if scopes is None else list(scopes)
         utilisation = catalogue.utilisation(connection, known)
         watermarks = catalogue.watermark(connection, known)
     stored = [] if store is None else store.headers(tool.name, None if scopes is None else known)
     headers = {header.scope: header for header in stored}
     since = window_start(tool, time.time() if now is None else now)
     return [
-        ScopeState(scope, utilisation.get(scope, 0.0), watermarks[scope], headers.get(scope), since)
+        ScopeState(
+            scope,
+            utilisation.get(scope, 0.0),
+            watermarks[scope],
+            headers.get(scope),
+            since,
+            tenants.get(scope),
+        )
         for scope in known
         if scope in watermarks
     ]

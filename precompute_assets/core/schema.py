@@ -19,7 +19,7 @@ from precompute_assets.core.db import safe_url, write_transaction
 from precompute_assets.core.errors import SchemaVersionError
 
 # The revision these tables are; the newest file in migrations/versions.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 VERSION_TABLE = "alembic_version"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -100,6 +100,43 @@ rows_table = sa.Table(
     sa.Column("detail", sa.Text),
 )
 
+# What readers know of each scope without asking the source: its tenant, and its utilisation and
+# watermark as last seen (by a sensor tick, or by the run that committed its report). The report
+# service lists and checks scopes here, so that it reads the store alone.
+scopes_table = sa.Table(
+    "precompute_scopes",
+    metadata,
+    sa.Column("tool", sa.String(100), primary_key=True),
+    sa.Column("scope", sa.String(200), primary_key=True),
+    sa.Column("tenant", sa.String(200)),
+    sa.Column("utilisation", sa.Float),
+    sa.Column("watermark", sa.Text),
+    sa.Column("observed_at", sa.Float, nullable=False),
+)
+
+# The report service's API keys, hashed: a key is shown once, when it is created.
+api_keys = sa.Table(
+    "precompute_api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("tenant", sa.String(200)),  # NULL: an operator's key, which sees every tenant
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float),
+)
+
+# One row per (tool, scope) once a refresh was asked for on demand: requesters lock it, so that
+# every service worker and command asking at once finds the one run the first of them launched.
+refresh_requests = sa.Table(
+    "precompute_refresh_requests",
+    metadata,
+    sa.Column("tool", sa.String(100), primary_key=True),
+    sa.Column("scope", sa.String(200), primary_key=True),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("requested_at", sa.Float),
+)
+
 # What Dagster passes between steps ------------------------------------------------------------
 
 step_outputs = sa.Table(
@@ -116,6 +153,7 @@ step_outputs = sa.Table(
 
 
 sa.Index("ix_precompute_report_headers_tool_tenant", headers.c.tool, headers.c.tenant)
+sa.Index("ix_precompute_scopes_tool_tenant", scopes_table.c.tool, scopes_table.c.tenant)
 
 
 def create_store_schema(engine: Engine) -> None:

@@ -36,6 +36,7 @@ from precompute_assets.core.refresh import (
     run_key,
     scope_states,
 )
+from precompute_assets.core.scope_index import KnownScope, ScopeIndex
 from precompute_assets.core.settings import ExecutorSettings, RefreshSettings
 from precompute_assets.orchestration.assets import (
     MAX_RUNTIME_TAG,
@@ -113,10 +114,17 @@ def registered_states(
     precompute: PrecomputeResource,
     now: float | None = None,
 ) -> list[ScopeState]:
-    """Scope states for the scopes that are both in the source and registered as partitions."""
+    """Scope states for the scopes that are both in the source and registered as partitions,
+    recorded in the store's scope index for readers (the report service) that never ask the
+    source."""
     registered = set(instance.get_dynamic_partitions(scopes_partitions(tool).name))
+    now = time.time() if now is None else now
     states = scope_states(tool, precompute.source_engine(), precompute.store(), now=now)
-    return [state for state in states if state.scope in registered]
+    states = [state for state in states if state.scope in registered]
+    ScopeIndex(precompute.store().engine).record(
+        KnownScope(tool.name, s.scope, s.tenant, s.utilisation, s.watermark, now) for s in states
+    )
+    return states
 
 
 def build_discovery_sensor(tool: ReportTool[Any], interval_s: int) -> SensorDefinition:

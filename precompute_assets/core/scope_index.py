@@ -1,0 +1,124 @@
+"""What readers know of each scope without asking the source: its tenant, utilisation and watermark
+as last seen.
+
+Sensor ticks record what they read from the source; a committed report records what its job
+read (``ReportStore.commit``, in the same transaction); a deleted scope's row goes with its report
+(``ReportStore.delete``). An observation never replaces a later one, so the index is at least as
+new as every report: a reader compares a report's watermark with the index's to tell whether the
+source changed since, without a query to the source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import sqlalchemy as sa
+from sqlalchemy import Connection, Engine
+
+from precompute_assets.core.db import connect, dialect_insert, write_transaction
+from precompute_assets.core.schema import check_store_schema, create_store_schema, scopes_table
+
+
+@dataclass(frozen=True)
+class KnownScope:
+    """One scope as last seen in the source."""
+
+    tool: str
+    scope: str
+    tenant: str | None
+    utilisation: float | None
+    watermark: str | None
+    observed_at: float
+
+
+class ScopeIndex:
+    """The ``precompute_scopes`` table of a store."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def record(self, observed: Iterable[KnownScope]) -> int:
+        """Upsert what changed since the last observations; the number of rows written."""
+        observed = list(observed)
+        if not observed:
+            return 0
+        create_store_schema(self.engine)
+        with write_transaction(self.engine) as connection:
+            stored = {
+                (known.tool, known.scope): known
+                for tool in {known.tool for known in observed}
+                for known in _select(connection, tool)
+            }
+            changed = [known for known in observed if _differs(stored.get(_key(known)), known)]
+            record_observations(connection, changed)
+        return len(changed)
+
+    def scopes(self, tool: str, tenant: str | None = None) -> list[KnownScope]:
+        """The tool's scopes (of ``tenant``, if given), by scope."""
+        with connect(self.engine) as connection:
+            if not check_store_schema(connection):
+                return []
+            return _select(connection, tool, tenant)
+
+    def get(self, tool: str, scope: str) -> KnownScope | None:
+        with connect(self.engine) as connection:
+            if not check_store_schema(connection):
+                return None
+            row = connection.execute(
+                sa.select(scopes_table).where(
+                    (scopes_table.c.tool == tool) & (scopes_table.c.scope == scope)
+                )
+            ).first()
+        return None if row is None else KnownScope(**row._asdict())
+
+
+def record_observations(connection: Connection, observed: list[KnownScope]) -> None:
+    """Upsert observations (in one statement), each unless the stored one is newer; a missing
+    tenant keeps the stored one."""
+    if not observed:
+        return
+    insert = dialect_insert(connection)(scopes_table)
+    connection.execute(
+        insert.on_conflict_do_update(
+            index_elements=["tool", "scope"],
+            set_={
+                "tenant": sa.func.coalesce(insert.excluded.tenant, scopes_table.c.tenant),
+                "utilisation": insert.excluded.utilisation,
+                "watermark": insert.excluded.watermark,
+                "observed_at": insert.excluded.observed_at,
+            },
+            where=scopes_table.c.observed_at <= insert.excluded.observed_at,
+        ),
+        [asdict(known) for known in observed],
+    )
+
+
+def forget(connection: Connection, tool: str, scope: str) -> None:
+    connection.execute(
+        scopes_table.delete().where((scopes_table.c.tool == tool) & (scopes_table.c.scope == scope))
+    )
+
+
+def _select(connection: Connection, tool: str, tenant: str | None = None) -> list[KnownScope]:
+    query = sa.select(scopes_table).where(scopes_table.c.tool == tool)
+    if tenant is not None:
+        query = query.where(scopes_table.c.tenant == tenant)
+    return [KnownScope(**row._asdict()) for row in connection.execute(query.order_by("scope"))]
+
+
+def _key(known: KnownScope) -> tuple[str, str]:
+    return known.tool, known.scope
+
+
+def _differs(stored: KnownScope | None, observed: KnownScope) -> bool:
+    """Worth writing: new, or seen differently (an unchanged scope costs a tick no write)."""
+    if stored is None:
+        return True
+    if stored.observed_at > observed.observed_at:
+        return False
+    return (
+        (observed.tenant is not None and stored.tenant != observed.tenant)
+        or stored.utilisation != observed.utilisation
+        or stored.watermark != observed.watermark
+    )
