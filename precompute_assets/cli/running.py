@@ -89,9 +89,8 @@ def refresh_command(args: argparse.Namespace) -> int:
         executors=ExecutorSettings.from_env(),
     )
     how = "already refreshing" if refresh.coalesced else "queued to refresh"
-    print(
-        f"run {refresh.run_id} {how} {tool.name}/{args.scope} ({webserver.url}/runs/{refresh.run_id})"
-    )
+    page = f"{webserver.url}/runs/{refresh.run_id}"
+    print(f"run {refresh.run_id} {how} {tool.name}/{args.scope} ({page})")
     if args.no_wait:
         return 0
     run = follow_run(webserver, refresh.run_id, print)

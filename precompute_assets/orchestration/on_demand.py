@@ -40,7 +40,7 @@ PARTITION_TAG = "dagster/partition"
 
 @dataclass(frozen=True)
 class Refresh:
-    """The run that refreshes a scope, and whether this request joined it rather than launched it."""
+    """The run that refreshes a scope; whether this request joined it rather than launched it."""
 
     run_id: str
     status: str
