@@ -49,7 +49,7 @@ def key_hash(key: str) -> str:
 
 
 class ApiKeys:
-    """Create, list, revoke and verify keys in the store's ``precompute_api_keys`` table."""
+    """Create, list and revoke keys in the store's ``precompute_api_keys`` table."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -98,10 +98,11 @@ class ApiKeys:
                 )
         return key
 
-    def verify(self, connection: sa.Connection, key: str) -> ApiKey | None:
-        """The key's record if it is known and not revoked, on the caller's connection."""
-        row = connection.execute(_VERIFY, {"key_hash": key_hash(key)}).first()
-        return None if row is None or row.revoked_at is not None else ApiKey(*row)
+
+def find_key(connection: sa.Connection, key: str) -> ApiKey | None:
+    """The key's record if it is known and not revoked, on the caller's connection."""
+    row = connection.execute(_VERIFY, {"key_hash": key_hash(key)}).first()
+    return None if row is None or row.revoked_at is not None else ApiKey(*row)
 
 
 _COLUMNS = sa.select(
