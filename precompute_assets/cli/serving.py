@@ -64,10 +64,9 @@ def run_service(
     its worker processes, until it is stopped."""
     import uvicorn
 
-    from precompute_assets.service.metrics import MULTIPROCESS_DIR
-
     metrics_dir = tempfile.mkdtemp(prefix="precompute-metrics-")
-    os.environ[MULTIPROCESS_DIR] = metrics_dir  # read by each worker as it imports its metrics
+    # Before prometheus_client is imported here or in any worker: it reads it at import.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     print(
         f"serving reports on http://{settings.host}:{settings.port} ({settings.workers} "
         f"worker(s); OpenAPI at /docs); refreshes through {settings.dagster_url}",

@@ -99,12 +99,6 @@ class ApiKeys:
         return key
 
 
-def find_key(connection: sa.Connection, key: str) -> ApiKey | None:
-    """The key's record if it is known and not revoked, on the caller's connection."""
-    row = connection.execute(_VERIFY, {"key_hash": key_hash(key)}).first()
-    return None if row is None or row.revoked_at is not None else ApiKey(*row)
-
-
 _COLUMNS = sa.select(
     api_keys.c.key_id,
     api_keys.c.tenant,
@@ -112,4 +106,5 @@ _COLUMNS = sa.select(
     api_keys.c.created_at,
     api_keys.c.revoked_at,
 )
-_VERIFY = _COLUMNS.where(api_keys.c.key_hash == sa.bindparam("key_hash"))
+# A key's record by the hash of the key (its ``revoked_at`` last).
+key_lookup = _COLUMNS.where(api_keys.c.key_hash == sa.bindparam("key_hash"))

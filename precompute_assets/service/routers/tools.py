@@ -12,7 +12,7 @@ router = APIRouter(prefix="/v1", tags=["tools"])
 
 
 @router.get("/tools", responses=documented(401, 503))
-def list_tools(state: State, caller: Caller) -> ToolList:
+async def list_tools(state: State, caller: Caller) -> ToolList:
     """Every tool: its name, the entity type of its rows, what it reports, its limit."""
     return ToolList(
         tools=[
