@@ -242,7 +242,7 @@ class ServiceSettings(SettingsGroup):
     cached_reports: PositiveInt = setting(
         256,
         "PRECOMPUTE_SERVICE_CACHED_REPORTS",
-        "encoded report views each service process keeps in memory (least recently used go)",
+        "report generations each service process keeps in memory, encoded (least recently used go)",
     )
     dagster_url: str = setting(
         "http://127.0.0.1:3000",
