@@ -10,6 +10,7 @@ source changed since, without a query to the source.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
@@ -18,6 +19,9 @@ from sqlalchemy import Connection, Engine
 
 from precompute_assets.core.db import connect, dialect_insert, write_transaction
 from precompute_assets.core.schema import check_store_schema, create_store_schema, scopes_table
+
+# Engines whose store was found with its tables.
+_with_tables: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
 @dataclass(frozen=True)
@@ -39,9 +43,13 @@ class ScopeIndex:
         self.engine = engine
 
     def record(self, observed: Iterable[KnownScope]) -> int:
-        """Upsert what changed since the last observations; the number of rows written."""
+        """Upsert what changed since the last observations; the number of rows written.
+
+        A store no report was written to yet is left alone (a sensor tick stays a reader until
+        then); the first report's commit creates the tables and records its scope.
+        """
         observed = list(observed)
-        if not observed:
+        if not observed or not self._has_tables():
             return 0
         create_store_schema(self.engine)
         with write_transaction(self.engine) as connection:
@@ -53,6 +61,15 @@ class ScopeIndex:
             changed = [known for known in observed if _differs(stored.get(_key(known)), known)]
             record_observations(connection, changed)
         return len(changed)
+
+    def _has_tables(self) -> bool:
+        if self.engine in _with_tables:
+            return True
+        with connect(self.engine) as connection:
+            if not check_store_schema(connection):
+                return False
+        _with_tables.add(self.engine)
+        return True
 
     def scopes(self, tool: str, tenant: str | None = None) -> list[KnownScope]:
         """The tool's scopes (of ``tenant``, if given), by scope."""
