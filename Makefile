@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)
 
-.PHONY: install demo test test-fast lint format ui stack bench clean
+.PHONY: install demo serve test test-fast lint format ui stack bench clean
 
 install: $(STAMP)
 
@@ -17,6 +17,12 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/precompute demo
+
+# The report service on the demo's store (README, "Reading reports over HTTP"); keys first:
+# `.venv/bin/precompute keys create --tenant t1`. `make serve SERVE_ARGS="--workers 2"`.
+SERVE_ARGS ?=
+serve: $(STAMP)
+	$(BIN)/precompute serve $(SERVE_ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -85,6 +85,19 @@ def _commands(doc: Figures) -> str:
     return f"{commands['report_s']:.2f} s / {commands['status_s']:.2f} s"
 
 
+def _service(kind: str, workers: int) -> Callable[[Figures], str]:
+    def render(doc: Figures) -> str:
+        service = doc.get("service")
+        if service is None:
+            return "n/a"
+        timed = service[f"workers_{workers}"][kind]
+        return (
+            f"{timed['reads_per_s']:,}/s, p50 {timed['p50_ms']:.1f} / p99 {timed['p99_ms']:.1f} ms"
+        )
+
+    return render
+
+
 FIGURES: list[tuple[str, Callable[[Figures], str]]] = [
     ("direct query, fastest correct formulation", _direct),
     ("framework, in-process executor", _framework("in_process")),
@@ -101,6 +114,15 @@ FIGURES: list[tuple[str, Callable[[Figures], str]]] = [
     ),
     ("refresh sensor tick by number of scopes (worst tick)", _ticks),
     ("`precompute report` / `precompute status`, start to end", _commands),
+    *(
+        (f"service, {label}, {workers} worker(s) (wrk, 64 connections)", _service(kind, workers))
+        for workers in (1, 2)
+        for kind, label in (
+            ("full", "full report"),
+            ("conditional", "If-None-Match (304)"),
+            ("ceiling", "ceiling: same bytes, no key, no database"),
+        )
+    ),
 ]
 
 TARGETS: list[tuple[str, tuple[str, ...]]] = [
@@ -118,6 +140,10 @@ TARGETS: list[tuple[str, tuple[str, ...]]] = [
     ("sensor tick at 10,000 scopes (s)", ("sensor_tick_10k_s",)),
     ("`precompute report` (s)", ("report_command_s",)),
     ("`precompute status` (s)", ("status_command_s",)),
+    ("service full reads/s, 2 workers", ("service_reads_per_s_2_workers",)),
+    ("service 304 reads/s, 2 workers", ("service_conditional_per_s_2_workers",)),
+    ("service p99 (ms), 2 workers", ("service_p99_ms_2_workers",)),
+    ("service / ceiling, 2 workers", ("service_over_ceiling_2_workers",)),
 ]
 
 

@@ -80,6 +80,12 @@ METHOD = {
     "naive": "two capped runs, time extrapolated along the line through them to every batch",
     "peak_rss": "VmHWM of the in-process run's process, imports included",
     "sensor": "bench/sensor_tick.py measure() on SQLite sources, whatever --url says",
+    "service": (
+        "bench/service_load.py: precompute serve's app (bench/service_app.py adds the ceiling "
+        "route) with 1 then 2 workers, wrk -t2 -c64 on the same 2 CPUs, a tenant's key; full "
+        "reads of the large scale's report, If-None-Match reads (304), and the ceiling: the same "
+        "bytes from the same server with no key and no database"
+    ),
 }
 
 
@@ -451,6 +457,7 @@ def targets(figures: dict[str, Any], backend: str) -> dict[str, dict[str, Any]]:
         ("sensor_tick_10k_s", figures["sensor_tick_10k_s"], "<=", 3),
         ("report_command_s", figures["commands"]["report_s"], "<=", 0.4),
         ("status_command_s", figures["commands"]["status_s"], "<=", 1),
+        *service_targets(figures.get("service")),
     ]
     compare: dict[str, Callable[[float, float], bool]] = {
         "<=": lambda a, b: a <= b,
@@ -464,6 +471,36 @@ def targets(figures: dict[str, Any], backend: str) -> dict[str, dict[str, Any]]:
         }
         for key, got, op, limit in checks
     }
+
+
+def service_targets(service: dict[str, Any] | None) -> list[tuple[str, float | None, str, float]]:
+    two = (service or {}).get("workers_2", {})
+    value = (lambda *path: _dig(two, path)) if two else (lambda *path: None)
+    return [
+        ("service_reads_per_s_2_workers", value("full", "reads_per_s"), ">=", 4_000),
+        ("service_conditional_per_s_2_workers", value("conditional", "reads_per_s"), ">=", 6_000),
+        ("service_p99_ms_2_workers", value("full", "p99_ms"), "<=", 50),
+        ("service_over_ceiling_2_workers", value("full_over_ceiling"), ">=", 0.8),
+    ]
+
+
+def _dig(figures: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for name in path:
+        figures = figures[name]
+    return figures
+
+
+def time_service(databases: Databases, seconds: int) -> dict[str, Any]:
+    return run_child(
+        "service_load.py",
+        {
+            "store_url": databases.store_url,
+            "source_url": databases.source_url,
+            "tool": TOOL,
+            "scope": SCOPE,
+            "seconds": seconds,
+        },
+    )
 
 
 # ------------------------------------------------------------------------------ main
@@ -483,6 +520,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--reads", type=int, default=1_000)
     parser.add_argument("--sensor-scopes", type=int, nargs="+", default=[1_000, 10_000])
     parser.add_argument("--sensor-ticks", type=int, default=5)
+    parser.add_argument("--service-seconds", type=int, default=10, help="each wrk run's length")
     parser.add_argument(
         "--folder", type=Path, default=Path(tempfile.gettempdir()) / "pc-bench", help="work files"
     )
@@ -543,6 +581,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     progress(f"sensor ticks over {args.sensor_scopes} scopes")
     figures["sensor"] = time_sensor(args.sensor_scopes, args.folder / "sensor", args.sensor_ticks)
     figures["sensor_tick_10k_s"] = figures["sensor"].get("scopes_10000", {}).get("tick_max_s")
+    progress(f"service reads under wrk, {args.service_seconds} s a run")
+    figures["service"] = time_service(large, args.service_seconds)
     figures["ratios"] = ratios(figures, args.items, args.small_items)
     figures["targets"] = targets(figures, backend)
     figures["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]

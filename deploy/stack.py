@@ -5,7 +5,8 @@
 Against the local PostgreSQL and Redis, as docs/deploy.md deploys it: the Dagster instance in
 one database (``deploy/dagster.yaml``), the source, ledger and reports in another, batch
 contributions in Redis. It creates the databases if missing, seeds a demo source into an empty
-one, registers its scopes, then starts ``dagster-webserver``, ``dagster-daemon`` and celery workers
+one, registers its scopes, then starts ``dagster-webserver``, ``dagster-daemon``, the report
+service (``precompute serve``, two workers) and celery workers
 (RabbitMQ on loopback as their broker), each in a process group of its own, with only environment
 variables to configure them; large scopes' runs go to the workers.
 It prints the UI's address once the webserver answers, and stops every server when interrupted
@@ -66,6 +67,7 @@ class StackConfig:
     data_db: str
     cache_url: str
     port: int
+    service_port: int
     scale: DemoScale
     workers: int
 
@@ -93,6 +95,7 @@ def stack_env(config: StackConfig) -> dict[str, str]:
         "PRECOMPUTE_STORE_URL": config.data_url(),
         "PRECOMPUTE_CACHE_URL": config.cache_url,
         "PRECOMPUTE_LARGE_SCOPE_EXECUTOR": "celery",
+        "PRECOMPUTE_DAGSTER_URL": f"http://127.0.0.1:{config.port}",
     }
 
 
@@ -137,6 +140,10 @@ def start(config: StackConfig, env: Mapping[str, str]) -> list[Server]:
             "-h", "127.0.0.1", "-p", str(config.port),
         ],
         "daemon": [str(BIN / "dagster-daemon"), "run", "-w", workspace],
+        "service": [
+            sys.executable, "-m", "precompute_assets.cli", "serve",
+            "--host", "127.0.0.1", "--port", str(config.service_port), "--workers", "2",
+        ],
         **{
             f"celery-worker-{n}": celery_worker_command(f"stack-{n}")
             for n in range(config.workers)
@@ -186,6 +193,8 @@ def summary(config: StackConfig, env: Mapping[str, str], servers: list[Server]) 
     return "\n".join(
         [
             f"Dagster UI: http://127.0.0.1:{config.port}",
+            f"Report service: http://127.0.0.1:{config.service_port} (keys: `precompute keys "
+            "create --tenant t1` with the exports below)",
             f"instance: database {config.instance_db}; source, ledger and reports: database "
             f"{config.data_db}; cache: {config.cache_url}",
             *(f"{s.name}: pid {s.process.pid}, log {s.log}" for s in servers),
@@ -234,6 +243,7 @@ def parse_args(argv: list[str] | None = None) -> StackConfig:
     )
     parser.add_argument("--cache", default="redis://127.0.0.1:6379/0", help="cache tier URL")
     parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--service-port", type=int, default=8000, help="the report service")
     parser.add_argument("--scale", choices=sorted(SCALES), default="demo")
     parser.add_argument("--workers", type=int, default=2, help="celery workers")
     args = parser.parse_args(argv)
@@ -244,6 +254,7 @@ def parse_args(argv: list[str] | None = None) -> StackConfig:
         data_db=args.data_db,
         cache_url=args.cache,
         port=args.port,
+        service_port=args.service_port,
         scale=SCALES[args.scale],
         workers=args.workers,
     )

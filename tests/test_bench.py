@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 PROJECT = Path(__file__).resolve().parents[1]
 SMALL = [
     "--items", "20000", "--small-items", "5000", "--repeats", "1", "--naive-steps", "2", "4",
-    "--reads", "50", "--sensor-scopes", "50", "--sensor-ticks", "1",
+    "--reads", "50", "--sensor-scopes", "50", "--sensor-ticks", "1", "--service-seconds", "1",
 ]  # fmt: skip
 
 
@@ -33,6 +33,10 @@ def test_the_benchmark_runs_and_checks_the_direct_query_against_the_framework(
     figures = json.loads(out.read_text())
     assert figures["direct"]["same_rows_as_framework"] is True
     assert figures["commands"]["report_s"] > 0 and figures["commands"]["status_s"] > 0
+    # The service under wrk (installed by .ci/run): every kind of read, one and two workers.
+    for workers in ("workers_1", "workers_2"):
+        for kind in ("full", "conditional", "ceiling"):
+            assert figures["service"][workers][kind]["reads_per_s"] > 0
     assert set(figures["ratios"]) >= {
         "framework_over_direct",
         "naive_over_framework",

@@ -69,13 +69,23 @@ def test_the_refresh_sensor_gives_large_scopes_the_large_scope_executor(
     context = build_sensor_context(instance=instance, resources={"precompute": precompute})
     result = defs.resolve_sensor_def(f"{TOOL}_refresh_sensor")(context)
 
-    refreshes = [r for r in result.run_requests if r.partition_key is not None]
-    chosen = {r.partition_key: _executor(r.run_config) for r in refreshes}
+    order = instance.get_dynamic_partitions(f"{TOOL}_scopes")
+
+    def covered(request) -> list[str]:
+        if request.partition_key is not None:
+            return [request.partition_key]
+        first = order.index(request.tags["dagster/asset_partition_range_start"])
+        return order[first : order.index(request.tags["dagster/asset_partition_range_end"]) + 1]
+
+    chosen = {scope: _executor(r.run_config) for r in result.run_requests for scope in covered(r)}
     assert chosen[large] == "multiprocess"
     assert chosen[small] == "in_process"
     never_run = set(scopes[2:]) & set(chosen)
     assert never_run and {chosen[scope] for scope in never_run} == {"in_process"}
-    [request] = [r for r in refreshes if r.partition_key == large]
+    # The large scope has a run of its own; small ones share theirs.
+    [request] = [r for r in result.run_requests if large in covered(r)]
+    assert request.partition_key == large
+    assert max(len(covered(r)) for r in result.run_requests) > 1
     start_method = request.run_config["execution"]["config"]["multiprocess"]["start_method"]
     assert "forkserver" in start_method
 

@@ -159,9 +159,26 @@ def test_two_runs_of_one_scope_at_once_leave_one_complete_report(own, tmp_path, 
     }
     # The project's Dagster instance exists before runs start (Dagster's own SQLite storage
     # is not safe to create from two processes at once).
-    create = "from dagster import DagsterInstance; DagsterInstance.get()"
-    subprocess.run([sys.executable, "-c", create], env=env, check=True)
-    command = [sys.executable, "-m", "precompute_assets.cli", "refresh", TOOL, scope]
+    create = (
+        "import sys; from dagster import DagsterInstance\n"
+        "DagsterInstance.get().add_dynamic_partitions(sys.argv[1] + '_scopes', [sys.argv[2]])\n"
+    )
+    subprocess.run([sys.executable, "-c", create, TOOL, scope], env=env, check=True)
+    # Two runs of the scope at once, each in its own process (as two run workers would).
+    run = (
+        "import sys\n"
+        "from dagster import DagsterInstance\n"
+        "from precompute_assets.core.registry import load_tools\n"
+        "from precompute_assets.orchestration.definitions import build_definitions\n"
+        "from precompute_assets.orchestration.runs import materialise_scope\n"
+        "tool = load_tools(autoload=False)[sys.argv[1]]\n"
+        "with DagsterInstance.get() as instance:\n"
+        "    result = materialise_scope(build_definitions({tool.name: tool}), tool, sys.argv[2],"
+        " instance)\n"
+        "print('success' if result.success else 'failed')\n"
+        "sys.exit(0 if result.success else 1)\n"
+    )
+    command = [sys.executable, "-c", run, TOOL, scope]
     runs = [
         subprocess.Popen(
             command,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,7 @@ class Stack(LiveDagster):
     home: Path
     instance_url: str
     data_url: str
+    service_port: int
 
     def servers(self) -> list[Server]:
         return [self.script]
@@ -75,11 +77,12 @@ def flushed_redis(*urls: str) -> None:
 def stack(tmp_path: Path) -> Iterator[Stack]:
     flushed_redis(CACHE_URL)
     home = tmp_path / "home"
-    port = free_port()
+    port, service_port = free_port(), free_port()
     with fresh_postgres_database() as instance_url, fresh_postgres_database() as data_url:
         args = [
             sys.executable, str(PROJECT / "deploy" / "stack.py"),
             "--home", str(home), "--port", str(port), "--scale", "small",
+            "--service-port", str(service_port),
             "--instance-db", sa.make_url(instance_url).database or "",
             "--data-db", sa.make_url(data_url).database or "",
             "--cache", CACHE_URL,
@@ -87,10 +90,18 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         script = start_server("stack", args, os.environ, tmp_path, PROJECT)
         try:
             client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=60)
-            yield Stack(client, port, script, home, instance_url, data_url)
+            yield Stack(client, port, script, home, instance_url, data_url, service_port)
         finally:
             stop_server(script)  # a no-op when the test stopped it; else do not leak it
     flushed_redis(CACHE_URL)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
 
 
 def processes_of(home: Path) -> list[int]:
@@ -118,6 +129,9 @@ def test_the_stack_computes_a_report_launched_from_its_webserver_and_stops_clean
     )
     assert f"Dagster UI: http://127.0.0.1:{stack.port}" in stack.script.tail()
     wait_for_webserver(stack)
+    # The report service runs beside them, on the stack's store.
+    ready = f"http://127.0.0.1:{stack.service_port}/readyz"
+    wait_until(lambda: _answers(ready), READY_TIMEOUT_S, stack.logs, every_s=0.5)
 
     with source_connection(stack.data_url) as source:
         scope = source.exec_driver_sql("SELECT key FROM spaces ORDER BY key LIMIT 1").scalar()

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from precompute_assets.cli import reading, running, store, tools
+from precompute_assets.cli import reading, running, serving, store, tools
 from precompute_assets.core.db import safe_url
 from precompute_assets.core.errors import USER_ERRORS
 
@@ -36,7 +36,7 @@ def parser() -> argparse.ArgumentParser:
         prog="precompute", description="Pre-computed usage reports on Dagster."
     )
     commands = commands_parser.add_subparsers(required=True, metavar="COMMAND")
-    for module in (running, reading, tools, store):
+    for module in (running, reading, serving, tools, store):
         module.add_commands(commands)
     return commands_parser
 

@@ -25,13 +25,16 @@ def add_commands(commands: Any) -> None:
     demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(command=demo_command)
 
-    refresh = commands.add_parser("refresh", help="recompute one scope's report now")
+    refresh = commands.add_parser(
+        "refresh",
+        help="recompute one scope's report now, through the run queue (needs the Dagster "
+        "webserver and daemon); joins the scope's run if one is in flight",
+    )
     refresh.add_argument("tool")
     refresh.add_argument("scope")
     refresh.add_argument(
-        "--no-wait", action="store_true", help="start the run in the background, print its id"
+        "--no-wait", action="store_true", help="queue the run (or find it), print its id, return"
     )
-    refresh.add_argument("--run-id", help=argparse.SUPPRESS)
     refresh.set_defaults(command=refresh_command)
 
     touch = commands.add_parser(
@@ -67,27 +70,41 @@ def demo_command(args: argparse.Namespace) -> int:
 
 def refresh_command(args: argparse.Namespace) -> int:
     from precompute_assets.core.reader import ReportReader
-    from precompute_assets.orchestration.runs import (
-        project_instance,
-        refresh_in_background,
-        refresh_scope,
-    )
+    from precompute_assets.core.settings import ExecutorSettings, ServiceSettings
+    from precompute_assets.orchestration.on_demand import follow_run, request_refresh
+    from precompute_assets.orchestration.runs import refreshable_state
+    from precompute_assets.orchestration.webserver import DagsterWebserver
 
     settings = Settings.from_env()
     tool = get_tool(load_tools(), args.tool)
+    state = refreshable_state(tool, args.scope, settings)
+    webserver = DagsterWebserver(ServiceSettings.from_env().dagster_url)
+    refresh = request_refresh(
+        webserver,
+        create_engine_for(settings.store_url),
+        tool,
+        args.scope,
+        utilisation=state.utilisation,
+        entity_count=state.entity_count,
+        executors=ExecutorSettings.from_env(),
+    )
+    how = "already refreshing" if refresh.coalesced else "queued to refresh"
+    page = f"{webserver.url}/runs/{refresh.run_id}"
+    print(f"run {refresh.run_id} {how} {tool.name}/{args.scope} ({page})")
     if args.no_wait:
-        run_id = refresh_in_background(tool, args.scope, settings)
-        print(f"started run {run_id} for {tool.name}/{args.scope}; follow it in the UI (make ui)")
         return 0
-    with project_instance(Path.cwd()) as instance:
-        result = refresh_scope(tool, args.scope, settings, instance, run_id=args.run_id)
-    if not result.success:
-        print(f"precompute: error: run {result.run_id} failed; see it in the UI", file=sys.stderr)
+    run = follow_run(webserver, refresh.run_id, print)
+    if run.status != "SUCCESS":
+        print(
+            f"precompute: error: run {run.run_id} ended {run.status.lower()}; see it in the UI at "
+            f"{webserver.url}/runs/{run.run_id}",
+            file=sys.stderr,
+        )
         return 1
-    header = ReportReader.from_settings(settings, {tool.name: tool}).read(tool.name, args.scope)
+    report = ReportReader.from_settings(settings, {tool.name: tool}).read(tool.name, args.scope)
     print(
-        f"run {result.run_id} refreshed {tool.name}/{args.scope}: {header.header.row_count} rows, "
-        f"{header.header.unused_count} unused"
+        f"run {run.run_id} refreshed {tool.name}/{args.scope}: {report.header.row_count} rows, "
+        f"{report.header.unused_count} unused"
     )
     return 0
 

@@ -60,14 +60,20 @@ def create_databases(server: URL, names: list[str]) -> None:
 
 
 def create_engine_for(
-    url: str | URL, *, must_exist: bool = False, read_only: bool = False
+    url: str | URL,
+    *,
+    must_exist: bool = False,
+    read_only: bool = False,
+    poolclass: type[sa.pool.Pool] | None = None,
 ) -> Engine:
     """An engine for ``url``; SQLite files are created with their folder, in WAL mode.
 
     With ``must_exist`` a missing SQLite file is an error rather than a new empty database. A
     ``read_only`` engine never writes: SQLite opens the file read-only (it must exist) and never
-    takes a lock a writer holds; PostgreSQL sessions are read-only.
+    takes a lock a writer holds; PostgreSQL sessions are read-only. ``poolclass`` replaces
+    SQLAlchemy's default connection pool.
     """
+    pooling = {} if poolclass is None else {"poolclass": poolclass}
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         connect_args = {}
@@ -75,7 +81,7 @@ def create_engine_for(
             # Beside any options the URL gives (a search_path, say), which this replaces.
             given = parsed.query.get("options", "")
             connect_args["options"] = f"{given} -c default_transaction_read_only=on".strip()
-        return sa.create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+        return sa.create_engine(parsed, pool_pre_ping=True, connect_args=connect_args, **pooling)
     if parsed.database and parsed.database != ":memory:":
         path = Path(parsed.database)
         if (must_exist or read_only) and missing_sqlite_file(parsed):
@@ -88,7 +94,9 @@ def create_engine_for(
             )
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    engine = sa.create_engine(
+        parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **pooling
+    )
 
     @sa.event.listens_for(engine, "connect")
     def _configure(dbapi_connection, _record) -> None:

@@ -48,6 +48,15 @@ class RunFailedError(RuntimeError):
     """A run of a report job failed; the message names the run, the tool and the scope."""
 
 
+class DagsterUnavailableError(RuntimeError):
+    """The Dagster webserver or daemon that on-demand refreshes go through is not running; the
+    message says what to start."""
+
+
+class UnknownKeyError(LookupError):
+    """No API key has that id."""
+
+
 USER_ERRORS: tuple[type[Exception], ...] = (
     DatabaseUnavailableError,
     SettingsError,
@@ -57,5 +66,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     UnknownScopeError,
     NoReportError,
     RunFailedError,
+    DagsterUnavailableError,
+    UnknownKeyError,
     FileNotFoundError,
 )

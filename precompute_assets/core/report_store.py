@@ -34,6 +34,7 @@ from precompute_assets.core.schema import (
     headers,
     rows_table,
 )
+from precompute_assets.core.scope_index import KnownScope, forget, record_observations
 
 
 @dataclass(frozen=True)
@@ -100,15 +101,31 @@ class ReportStore:
             )
             if len(rows):
                 connection.execute(rows_table.insert(), _row_records(header, rows))
+            # The scope as its job saw it, when the job opened (unless a later look is stored).
+            seen = header.computed_at - header.duration_s
+            record_observations(
+                connection,
+                [
+                    KnownScope(
+                        header.tool,
+                        header.scope,
+                        header.tenant,
+                        header.utilisation,
+                        header.watermark,
+                        seen,
+                    )
+                ],
+            )
 
     def delete(self, tool: str, scope: str) -> None:
-        """Remove a scope's report, header and rows together."""
+        """Remove a scope's report, header and rows together, and forget the scope."""
         create_store_schema(self.engine)
         with write_transaction(self.engine) as connection:
             for table in (rows_table, headers):
                 connection.execute(
                     table.delete().where((table.c.tool == tool) & (table.c.scope == scope))
                 )
+            forget(connection, tool, scope)
 
     def header(self, tool: str, scope: str) -> ReportHeader | None:
         with connect(self.engine) as connection:

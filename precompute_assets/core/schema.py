@@ -100,22 +100,24 @@ rows_table = sa.Table(
     sa.Column("detail", sa.Text),
 )
 
-# What the sensors know of each scope ----------------------------------------------------------
+# What the sensors and readers know of each scope ------------------------------------------------
 
-# Per (tool, scope): the catalogue's last word on it (tenant, utilisation, source watermark, or
-# gone), whether its partition was asked for, its last refresh request and its last recorded
+# Per (tool, scope): the source as last seen (tenant, utilisation, watermark, or gone), by a
+# sensor's sync of the catalogue's changes or by the run that committed the scope's report;
+# whether its partition was asked for; its last refresh request and its last recorded
 # freshness. Sensors read and write these rows instead of asking the source and Dagster about
-# the whole fleet on every tick.
+# the whole fleet on every tick; the report service lists and checks scopes here, so that it
+# reads the store alone.
 scope_states = sa.Table(
     "precompute_scope_states",
     metadata,
     sa.Column("tool", sa.String(100), primary_key=True),
     sa.Column("scope", sa.String(200), primary_key=True),
     sa.Column("tenant", sa.String(200)),
-    sa.Column("utilisation", sa.Float, nullable=False),
+    sa.Column("utilisation", sa.Float),
     sa.Column("watermark", sa.Text),  # None once the scope is gone from the source
-    sa.Column("registered", sa.Boolean, nullable=False),
     sa.Column("seen_at", sa.Float, nullable=False),
+    sa.Column("registered", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("requested_at", sa.Float),
     sa.Column("request_key", sa.Text),
     sa.Column("fresh_recorded", sa.Boolean),
@@ -128,6 +130,29 @@ catalogue_cursors = sa.Table(
     sa.Column("tool", sa.String(100), primary_key=True),
     sa.Column("cursor", sa.Text),
     sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+# The report service's API keys, hashed: a key is shown once, when it is created.
+api_keys = sa.Table(
+    "precompute_api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("tenant", sa.String(200)),  # NULL: an operator's key, which sees every tenant
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float),
+)
+
+# One row per (tool, scope) once a refresh was asked for on demand: requesters lock it, so that
+# every service worker and command asking at once finds the one run the first of them launched.
+refresh_requests = sa.Table(
+    "precompute_refresh_requests",
+    metadata,
+    sa.Column("tool", sa.String(100), primary_key=True),
+    sa.Column("scope", sa.String(200), primary_key=True),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("requested_at", sa.Float),
 )
 
 # What Dagster passes between steps ------------------------------------------------------------
@@ -146,6 +171,7 @@ step_outputs = sa.Table(
 
 
 sa.Index("ix_precompute_report_headers_tool_tenant", headers.c.tool, headers.c.tenant)
+sa.Index("ix_precompute_scope_states_tool_tenant", scope_states.c.tool, scope_states.c.tenant)
 
 
 def create_store_schema(engine: Engine) -> None:

@@ -241,9 +241,39 @@ class ToolSettings(SettingsGroup):
         return {name.strip() for name in self.disabled_tools.split(",") if name.strip()}
 
 
+class ServiceSettings(SettingsGroup):
+    """The report service (``precompute serve``), and the Dagster webserver that on-demand
+    refreshes go through."""
+
+    host: str = setting("127.0.0.1", "PRECOMPUTE_SERVICE_HOST", "address the service listens on")
+    port: Annotated[int, Field(gt=0, lt=65_536)] = setting(
+        8000, "PRECOMPUTE_SERVICE_PORT", "port the service listens on"
+    )
+    workers: PositiveInt = setting(
+        1, "PRECOMPUTE_SERVICE_WORKERS", "service processes (about one per CPU)"
+    )
+    cached_reports: PositiveInt = setting(
+        256,
+        "PRECOMPUTE_SERVICE_CACHED_REPORTS",
+        "report generations each service process keeps in memory, encoded (least recently used go)",
+    )
+    dagster_url: str = setting(
+        "http://127.0.0.1:3000",
+        "PRECOMPUTE_DAGSTER_URL",
+        "the Dagster webserver that on-demand refreshes are submitted to (its GraphQL API)",
+    )
+
+    @field_validator("dagster_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("use http://host:port of the Dagster webserver")
+        return url.rstrip("/")
+
+
 # The settings of runs, which the ``precompute`` resource carries; tools load before any run.
 GROUPS: tuple[type[SettingsGroup], ...] = (Settings, RefreshSettings, ExecutorSettings)
-README_GROUPS: tuple[type[SettingsGroup], ...] = (*GROUPS, ToolSettings)
+README_GROUPS: tuple[type[SettingsGroup], ...] = (*GROUPS, ToolSettings, ServiceSettings)
 
 
 def settings_table(group: type[SettingsGroup]) -> str:

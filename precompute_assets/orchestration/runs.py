@@ -1,40 +1,33 @@
-"""Running report jobs outside the daemon: the demo, and on-demand refreshes from the CLI.
+"""Running report jobs in this process (the demo), and what a refresh checks before it asks.
 
 Runs go through the project's Dagster instance, so the UI shows them like any other run.
+On-demand refreshes go through the run queue instead (``on_demand.py``).
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
 from dagster import (
     DagsterInstance,
     Definitions,
     ExecuteInProcessResult,
     JobDefinition,
-    JobExecutionResult,
     RetryPolicy,
     build_reconstructable_job,
 )
-
-# execute_job cannot take a run id, and `refresh --no-wait` names the run before it exists.
-from dagster._core.execution.api import execute_run
 
 from precompute_assets.contract import ReportTool
 from precompute_assets.core.cache import cache_from_url, check_cache_reachable
 from precompute_assets.core.db import check_reachable, create_engine_for
 from precompute_assets.core.reader import UnknownScopeError
-from precompute_assets.core.refresh import Reason, RefreshRequest, ScopeState, run_key, scope_states
+from precompute_assets.core.refresh import ScopeState, scope_states
 from precompute_assets.core.registry import get_tool, load_tools
 from precompute_assets.core.report_store import ReportStore
-from precompute_assets.core.settings import ExecutorSettings, Settings
+from precompute_assets.core.settings import Settings
 from precompute_assets.core.text import shorten
 from precompute_assets.orchestration.assets import (
     DEFAULT_RETRY_POLICY,
@@ -42,9 +35,7 @@ from precompute_assets.orchestration.assets import (
     scopes_partitions,
 )
 from precompute_assets.orchestration.definitions import build_definitions
-from precompute_assets.orchestration.executors import execution_run_config, executor_for
 from precompute_assets.orchestration.resources import PrecomputeResource
-from precompute_assets.orchestration.sensors import refresh_tags
 
 if TYPE_CHECKING:
     from dagster._core.definitions.reconstruct import ReconstructableJob
@@ -100,20 +91,6 @@ def register_scopes(
     return added
 
 
-def add_scope_partition(instance: DagsterInstance, tool: ReportTool[Any], scope: str) -> None:
-    """Register ``scope`` as a partition of the tool unless it is one, even while another process
-    registers it too (two on-demand refreshes of a new scope)."""
-    name = scopes_partitions(tool).name
-    if instance.has_dynamic_partition(name, scope):
-        return
-    try:
-        instance.add_dynamic_partitions(name, [scope])
-    except sa.exc.IntegrityError:
-        # Dagster's SQLite storage checks, then inserts; PostgreSQL's upserts and cannot get here.
-        if not instance.has_dynamic_partition(name, scope):
-            raise
-
-
 def materialise_scope(
     defs: Definitions,
     tool: ReportTool[Any],
@@ -135,42 +112,6 @@ def materialise_scope(
     )
 
 
-def refresh_scope(
-    tool: ReportTool[Any],
-    scope: str,
-    settings: Settings,
-    instance: DagsterInstance,
-    *,
-    run_id: str | None = None,
-    log_level: str = "INFO",
-) -> JobExecutionResult:
-    """An on-demand refresh: a run of the tool's job for ``scope``, tagged and prioritised.
-
-    The run's executor is chosen from the scope's last plan, as the refresh sensor chooses it.
-    """
-    state = refreshable_state(tool, scope, settings)
-    add_scope_partition(instance, tool, scope)
-    request = RefreshRequest(scope, Reason.ON_DEMAND, state.utilisation, run_key(state))
-    executors = ExecutorSettings.from_env()
-    run_config = {
-        **execution_run_config(executor_for(state.entity_count, executors), executors),
-        "loggers": {"console": {"config": {"log_level": log_level}}},
-    }
-    # The pointer names the tool only: step processes read where the data is from their own
-    # environment, so no URL (nor its password) lands in the run's record.
-    job = report_job(tool.name)
-    definition = job.get_definition()
-    run = instance.create_run_for_job(
-        definition,
-        run_id=run_id,
-        run_config=run_config,
-        # The job's own tags too (its maximum runtime), as a launch from the UI would have them.
-        tags={**definition.tags, **refresh_tags(tool, request), "dagster/partition": scope},
-        job_code_origin=job.get_python_origin(),
-    )
-    return execute_run(job, run, instance)
-
-
 def refreshable_state(tool: ReportTool[Any], scope: str, settings: Settings) -> ScopeState:
     """The scope's state, once the source, the store and any cache tier answer (errors name
     them, passwords masked) and the source holds the scope. A missing SQLite store is created."""
@@ -182,21 +123,3 @@ def refreshable_state(tool: ReportTool[Any], scope: str, settings: Settings) -> 
     if not states:
         raise UnknownScopeError(f"unknown scope {shorten(scope)!r}: the source has no such scope")
     return states[0]
-
-
-def refresh_in_background(tool: ReportTool[Any], scope: str, settings: Settings) -> str:
-    """Start ``precompute refresh`` in a detached process and return its run id at once."""
-    refreshable_state(tool, scope, settings)
-    run_id = str(uuid.uuid4())
-    log = settings.home / "logs" / f"refresh-{run_id}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "precompute_assets.cli", "refresh", tool.name, scope]
-    with log.open("w") as output:
-        subprocess.Popen(
-            [*command, "--run-id", run_id],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    return run_id

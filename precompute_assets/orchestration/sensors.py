@@ -154,18 +154,13 @@ def grouped_requests(
     """The run requests for ``requests``: small scopes that are neighbours among the partitions
     share a run, large ones get one each. The partitions' order is read only when two small
     scopes could share a run."""
-    small = [
-        r
-        for r in requests
-        if r.entity_count is None or r.entity_count < settings.shared_run_entities
-    ]
+    # A scope that needs the large-scope executor runs alone, whatever the sharing limit.
+    limit = min(settings.shared_run_entities, settings.large_scope_entities)
+    small = [r for r in requests if r.entity_count is None or r.entity_count < limit]
     if order is None and len(small) > 1 and settings.scopes_per_run > 1:
         order = partition_order(instance, tool)
     groups = group_requests(
-        requests,
-        order,
-        scopes_per_run=settings.scopes_per_run,
-        shared_run_entities=settings.shared_run_entities,
+        requests, order, scopes_per_run=settings.scopes_per_run, shared_run_entities=limit
     )
     return [run_request(tool, group, settings) for group in groups]
 

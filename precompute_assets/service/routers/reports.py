@@ -1,0 +1,206 @@
+"""``GET /v1/tools/{tool}/scopes/{scope}/report``: one report, its header, staleness and rows.
+
+The cheap path: a request costs two indexed lookups (the key, then the scope's generation and
+tenant), made on the event loop; a known generation answers 304 or its bytes encoded on first use
+(``reports.py``). A scope of another tenant is a 404 like a scope that does not exist.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from precompute_assets.contract import ReportTool
+from precompute_assets.core.window import window_start
+from precompute_assets.service.dependencies import Caller, ServiceState, tool_named
+from precompute_assets.service.encoding import staleness_tail
+from precompute_assets.service.metrics import REPORTS_SERVED
+from precompute_assets.service.models import ReportPage
+from precompute_assets.service.problems import Problem, documented, not_found
+from precompute_assets.service.reports import Cursor, CursorError, Generation, View, iso
+from precompute_assets.service.store import ScopeFacts
+from precompute_assets.service.urls import refresh_path, report_path, with_query
+
+router = APIRouter(prefix="/v1", tags=["reports"])
+Sort = Literal["entity_id", "usage_count", "-usage_count", "last_used", "-last_used"]
+CACHE_CONTROL = "private, no-cache"  # any cache may keep it, and must revalidate (ETag) first
+VARY = "Accept, Accept-Encoding, Authorization"
+
+
+@router.get(
+    "/tools/{tool}/scopes/{scope}/report",
+    response_model=ReportPage,
+    responses={
+        200: {"content": {"text/csv": {"schema": {"type": "string"}}}},
+        304: {"description": "the report has not changed since the ETag given"},
+        **documented(401, 404, 406, 409, 503),
+    },
+)
+async def read_report(
+    request: Request,
+    caller: Caller,
+    tool: Annotated[str, Path(description="a tool's name")],
+    scope: Annotated[str, Path(description="a scope of the tool")],
+    unused: Annotated[bool, Query(description="only the unused entities")] = False,
+    sort: Annotated[Sort, Query(description="order of the rows; `-` for descending")] = "entity_id",
+    limit: Annotated[int, Query(ge=1, le=10_000, description="rows per page")] = 1_000,
+    cursor: Annotated[str | None, Query(description="from a page's `next`")] = None,
+) -> Response:
+    """A stored report with how stale it is. `Accept: text/csv` gives its rows as CSV (the next
+    page in a `Link` header). The ETag names the report's generation: `If-None-Match` with it
+    answers 304 until the report is recomputed."""
+    state: ServiceState = request.app.state.service
+    found = tool_named(state, tool)
+    facts = state.store.facts(found.name, scope)
+    if facts is None or not caller.sees(facts.tenant):
+        raise not_found(f"no scope {scope!r} of tool {found.name!r}")
+    if facts.generation is None:
+        raise Problem(
+            404,
+            "no-report",
+            "No report yet",
+            f"no {found.name} report for {scope!r} yet: POST {refresh_path(found.name, scope)} "
+            "to compute it",
+            refresh=refresh_path(found.name, scope),
+        )
+    pinned = _cursor(cursor, sort, unused)
+    media = _media(request.headers.get("accept", "*/*"))
+    report = await _generation(state, found, scope, facts)
+    if pinned is not None and pinned.generation != report.generation:
+        raise Problem(
+            409,
+            "generation-replaced",
+            "Report replaced",
+            f"the report was recomputed (generation {report.generation}, your cursor's was "
+            f"{pinned.generation}) while you paged through it: start again from the first page",
+            generation=report.generation,
+            first=with_query(report_path(found.name, scope), sort=sort, unused=_flag(unused)),
+        )
+    staleness = _staleness(found, report, facts)
+    REPORTS_SERVED.labels(found.name, _staleness_label(staleness)).inc()
+    etag = report.etag(media)
+    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL, "Vary": VARY}
+    if _matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    view = View(unused, sort, limit, None if pinned is None else pinned.after)
+    path = report_path(found.name, scope)
+
+    def next_url(after: Cursor) -> str:
+        return with_query(path, sort=sort, unused=_flag(unused), limit=limit, cursor=after.encode())
+
+    encoded, following = report.encoded(view, media, next_url)
+    tail = b"" if media == "csv" else staleness_tail(staleness)
+    if media == "csv" and following is not None:
+        headers["Link"] = f'<{next_url(following)}>; rel="next"'
+    if encoded.gzip_start is not None and "gzip" in request.headers.get("accept-encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        body = encoded.gzip_body(tail)
+    else:
+        body = encoded.body(tail)
+    media_type = "text/csv; charset=utf-8" if media == "csv" else "application/json"
+    return Response(body, headers=headers, media_type=media_type)
+
+
+async def _generation(
+    state: ServiceState, tool: ReportTool[Any], scope: str, facts: ScopeFacts
+) -> Generation:
+    """The scope's stored generation from this process's cache, else read once from the store
+    (in a thread: reading the rows takes milliseconds, the lookups microseconds)."""
+    cached = state.cache.get(tool.name, scope, facts.generation or 0)
+    if cached is not None:
+        return cached
+    stored = await run_in_threadpool(state.store.report, tool.name, scope)
+    if stored is None:  # deleted since the lookup
+        raise not_found(f"no scope {scope!r} of tool {tool.name!r}")
+    report = Generation.from_records(*stored, tenant=facts.tenant)
+    state.cache.put(report)
+    return report
+
+
+def _staleness(tool: ReportTool[Any], report: Generation, facts: ScopeFacts) -> dict[str, Any]:
+    now = time.time()
+    header = report.header
+    since = header.summary.get("params", {}).get("since")
+    current_since = window_start(tool, now)
+    return {
+        "computed_at": iso(header.computed_at),
+        "age_s": round(max(0.0, now - header.computed_at), 3),
+        "source_changed": facts.source_watermark is not None
+        and facts.source_watermark != header.watermark,
+        "source_watermark": facts.source_watermark,
+        "window_since": since,
+        "window_moved": current_since is not None and current_since != since,
+    }
+
+
+def _staleness_label(staleness: dict[str, Any]) -> str:
+    if staleness["source_changed"]:
+        return "source_changed"
+    return "window_moved" if staleness["window_moved"] else "fresh"
+
+
+def _cursor(cursor: str | None, sort: str, unused: bool) -> Cursor | None:
+    if cursor is None:
+        return None
+    try:
+        pinned = Cursor.decode(cursor)
+    except CursorError as error:
+        raise Problem(422, "invalid-cursor", "Invalid cursor", str(error)) from None
+    if (pinned.sort, pinned.unused_only) != (sort, unused):
+        raise Problem(
+            422,
+            "invalid-cursor",
+            "Invalid cursor",
+            f"this cursor pages sort={pinned.sort}&unused={_flag(pinned.unused_only)}: "
+            "use the `next` link as it is",
+        )
+    return pinned
+
+
+def _media(accept: str) -> str:
+    """``json`` or ``csv``, whichever ``Accept`` prefers (JSON when it does not care)."""
+    best, best_q = None, -1.0
+    for part in accept.split(","):
+        media, *params = (piece.strip() for piece in part.split(";"))
+        q = next((_q(p[2:]) for p in params if p.startswith("q=")), 1.0)
+        kind = {
+            "application/json": "json",
+            "application/*": "json",
+            "*/*": "json",
+            "text/csv": "csv",
+            "text/*": "csv",
+        }.get(media.lower())
+        if kind is not None and q > 0 and q > best_q:
+            best, best_q = kind, q
+    if best is None:
+        raise Problem(
+            406,
+            "not-acceptable",
+            "Not acceptable",
+            f"reports are application/json or text/csv; Accept asked for {accept[:100]!r}",
+        )
+    return best
+
+
+def _q(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """Weak comparison (RFC 9110): ``W/"x"`` and ``"x"`` match."""
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    opaque = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == opaque for tag in if_none_match.split(","))
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
