@@ -46,6 +46,7 @@ class ScopeState:
     watermark: str  # the source's, now
     header: ReportHeader | None
     window_since: int | None = None  # where a report computed now would start its window
+    tenant: str | None = None  # the scope's owner, where the reader knows it
 
     @property
     def source_changed(self) -> bool:
