@@ -411,6 +411,11 @@ def simulate(
             simulate_daily(scopes, policy, windows["daily"], rng)
     new_per_day = fleet.new_share_per_day * fleet.scopes
     result = {"policy": summarise(windows["policy"], days, costs, new_per_day)}
+    # The least the policy can cost: no source ever changes, every report ages out.
+    high, low = (int(n) for n in windows["policy"].tally.scopes[::-1])
+    result["policy"]["runs_per_day_if_no_source_changed"] = round(
+        high * DAY_S / policy.max_age_s + low * DAY_S / policy.low_max_age_s + new_per_day
+    )
     result["policy"]["budget"] = budget_check(demand.reshape(cells, ticks), policy, days)
     if daily:
         result["daily"] = summarise(windows["daily"], days, costs, 0.0)
@@ -426,8 +431,10 @@ def verdict(policy: dict[str, Any], daily: dict[str, Any]) -> dict[str, Any]:
         ours["mean_lag_h"] <= theirs["mean_lag_h"]
         and ours["worst_lag_h"]["p99"] <= theirs["worst_lag_h"]["p99"]
     )
+    floor = policy["runs_per_day_if_no_source_changed"]
     return {
         "runs_daily_over_policy": round(ratio, 2),
+        "ratio_if_no_source_changed": round(daily["runs_per_day"]["total"] / max(floor, 1), 2),
         "target": f">= {TARGET_RATIO:g}",
         "high_as_fresh_as_daily": as_fresh,
         "met": as_fresh and ratio >= TARGET_RATIO,
@@ -512,6 +519,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "proposal": {
             "min_interval_h": args.proposal_min_interval_h,
             "runs_per_day": proposed["runs_per_day"],
+            "runs_per_day_if_no_source_changed": proposed["runs_per_day_if_no_source_changed"],
             "slot_hours_per_day": proposed["slot_hours_per_day"],
             "freshness": proposed["freshness"],
             "verdict": verdict(proposed, figures["daily"]),
