@@ -85,6 +85,22 @@ def _commands(doc: Figures) -> str:
     return f"{commands['report_s']:.2f} s / {commands['status_s']:.2f} s"
 
 
+def _partitions(query: str) -> Callable[[Figures], str]:
+    """One of the Partitions tab's queries at each number of partitions (the largest with the
+    size of its response)."""
+
+    def render(doc: Figures) -> str:
+        found = doc.get("partitions_ui")
+        if found is None:
+            return "n/a"
+        sizes = sorted((k for k in found if k.startswith("partitions_")), key=lambda k: int(k[11:]))
+        cells = [f"{int(size[11:]):,}: {found[size][query]['best_s']:.2f} s" for size in sizes]
+        largest = found[sizes[-1]][query]["response_bytes"]
+        return f"{', '.join(cells)} ({largest / 1e6:.2g} MB)" if largest > 1e5 else ", ".join(cells)
+
+    return render
+
+
 def _fleet(render: Callable[[Figures], str]) -> Callable[[Figures], str]:
     """A figure of the fleet simulation, or n/a in a document made before it existed."""
     return lambda doc: render(doc["fleet_sim"]) if "fleet_sim" in doc else "n/a"
@@ -104,10 +120,19 @@ def _fleet_slots(sim: Figures) -> str:
     return f"policy {hours('policy')}; daily {hours('daily')}"
 
 
+def _duration(hours: float) -> str:
+    """A span in the unit that reads best."""
+    if hours * 3600 < 60:
+        return f"{hours * 3600:.2g} s"
+    if hours < 1:
+        return f"{hours * 60:.2g} min"
+    return f"{hours:.3g} h" if hours < 48 else f"{hours / 24:.3g} days"
+
+
 def _fleet_lag(sim: Figures) -> str:
     def lags(kind: str) -> str:
         fresh = sim[kind]["freshness"]
-        return f"{fresh['high']['mean_lag_h']:.2g} h / {fresh['low']['mean_lag_h']:.3g} h"
+        return f"{_duration(fresh['high']['mean_lag_h'])} / {_duration(fresh['low']['mean_lag_h'])}"
 
     return f"policy {lags('policy')}; daily {lags('daily')}"
 
@@ -128,6 +153,11 @@ FIGURES: list[tuple[str, Callable[[Figures], str]]] = [
     ),
     ("refresh sensor tick by number of scopes (worst tick)", _ticks),
     ("`precompute report` / `precompute status`, start to end", _commands),
+    (
+        "asset's Partitions tab (`PartitionHealthQuery`) by partitions, through the webserver",
+        _partitions("partition_health"),
+    ),
+    ("asset's partition counts (`partitionStats`) by partitions", _partitions("partition_stats")),
     (
         "simulated fleet: refresh runs per day, policy / every scope daily (policy's by reason)",
         _fleet(_fleet_runs),

@@ -12,11 +12,12 @@ its ``source_meta`` matches), it measures the unused_fields report of that space
 - by the naive one-step-per-batch job (``naive.py``), capped and extrapolated;
 
 then the latency of reading the stored report, the refresh sensor's tick over 1,000, 10,000 and
-100,000 scopes (``sensor_tick.py``), and the refresh policy over a synthetic fleet of 10,000,000
-scopes against refreshing every scope daily (``fleet_sim.py``). Ratios are taken between figures
-of this one run; repeated timings are interleaved (framework, then every direct formulation,
-round after round) so that a burst of load on the machine hits all of them alike, and the best
-of each is kept.
+100,000 scopes (``sensor_tick.py``), the queries of the report asset's Partitions tab at as many
+partitions through a real webserver (``partitions_ui.py``), and the refresh policy over a
+synthetic fleet of 10,000,000 scopes against refreshing every scope daily (``fleet_sim.py``).
+Ratios are taken between figures of this one run; repeated timings are interleaved (framework,
+then every direct formulation, round after round) so that a burst of load on the machine hits all
+of them alike, and the best of each is kept.
 
 It prints one JSON document and writes it to ``--out``; ``readme_table.py`` renders it into the
 README. With ``--url``, source and store share that PostgreSQL database, one schema per scale.
@@ -40,6 +41,7 @@ from typing import Any
 
 import direct_query
 import fleet_sim
+import partitions_ui
 import sensor_tick
 import sqlalchemy as sa
 from read_latency import measure_reads
@@ -83,6 +85,8 @@ METHOD = {
     "naive": "two capped runs, time extrapolated along the line through them to every batch",
     "peak_rss": "VmHWM of the in-process run's process, imports included",
     "sensor": "bench/sensor_tick.py measure() on SQLite sources, whatever --url says",
+    "partitions_ui": "bench/partitions_ui.py measure(): a real dagster-webserver on an instance "
+    "of dagster.yaml (SQLite) or, with --url, of deploy/dagster.yaml in a database of that server",
     "fleet_sim": "bench/fleet_sim.py in this process: a simulation, the same whatever --url says",
 }
 
@@ -490,8 +494,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each figure")
     parser.add_argument("--naive-steps", type=int, nargs=2, default=[4, 16])
     parser.add_argument("--reads", type=int, default=1_000)
-    parser.add_argument("--sensor-scopes", type=int, nargs="+", default=[1_000, 10_000])
+    parser.add_argument("--sensor-scopes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     parser.add_argument("--sensor-ticks", type=int, default=5)
+    parser.add_argument("--ui-partitions", type=int, nargs="+", default=[1_000, 10_000, 100_000])
+    parser.add_argument("--ui-materialised", type=int, default=1_000)
     parser.add_argument("--fleet-scopes", type=int, default=10_000_000)
     parser.add_argument("--fleet-grid-scopes", type=int, default=100_000)
     parser.add_argument("--fleet-days", type=float, default=14.0)
@@ -555,6 +561,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     progress(f"sensor ticks over {args.sensor_scopes} scopes")
     figures["sensor"] = time_sensor(args.sensor_scopes, args.folder / "sensor", args.sensor_ticks)
     figures["sensor_tick_10k_s"] = figures["sensor"].get("scopes_10000", {}).get("tick_max_s")
+    progress(f"the Partitions tab's queries at {args.ui_partitions} partitions")
+    figures["partitions_ui"] = partitions_ui.measure(
+        args.ui_partitions, args.ui_materialised, args.repeats, args.url, partitions_ui.free_port()
+    )
     progress(f"the refresh policy over a synthetic fleet of {args.fleet_scopes:,} scopes")
     figures["fleet_sim"] = simulate_fleet(args)
     figures["ratios"] = ratios(figures, args.items, args.small_items)
