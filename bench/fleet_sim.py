@@ -95,6 +95,8 @@ ASSUMPTIONS = {
     "cell_size": "scopes per cell: one sensor, one budget per tick (docs/scale.md)",
     "independence": "utilisation, change rate and size drawn independently, as the demo "
     "generator picks its near-limit spaces regardless of their size",
+    "launch_s": "from a tick's request to the run's snapshot of the source (queue, process "
+    "start, initialise): 10 s, an estimate below the 7.5 s fixed cost of a run plus a wait",
 }
 
 
@@ -171,7 +173,9 @@ class Tally:
 # ------------------------------------------------------------------------------ the fleet
 
 
-def draw_scopes(fleet: Fleet, policy: Policy, costs: Costs, first: int, count: int, seed: int):
+def draw_scopes(
+    fleet: Fleet, policy: Policy, costs: Costs, first: int, count: int, seed: int
+) -> Scopes:
     """``count`` scopes from index ``first``, from their own random stream."""
     rng = np.random.default_rng([seed, first])
     near = rng.random(count) < fleet.near_limit_share
