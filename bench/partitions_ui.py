@@ -6,11 +6,11 @@
 
 One Dagster instance and one webserver on the project's workspace. The instance is a fresh
 DAGSTER_HOME with the project's ``dagster.yaml`` (SQLite storage); with ``--url``, it is
-``deploy/dagster.yaml`` (PostgreSQL storage) in a fresh database ``pc_bench_partitions_ui`` on
-that server. Scopes are registered as partitions of ``unused_fields_report`` size after size with
-``add_dynamic_partitions``, as the discovery sensor registers them, and the first
-``--materialised`` of them carry a materialisation, reported runless (the event a run or the UI's
-*Report materialization* stores). At each size, after one warm-up, each query is timed
+``deploy/dagster.yaml`` (PostgreSQL storage) in a fresh database on that server, named after the
+URL's (``bench_partitions_ui`` for ``.../bench``). Scopes are registered as partitions of
+``unused_fields_report`` size after size with ``add_dynamic_partitions``, as the discovery sensor
+registers them, and the first ``--materialised`` of them carry a materialisation, reported
+runless (the event a run or the UI's *Report materialization* stores). At each size, after one warm-up, each query is timed
 ``--repeats`` times from sending it to having read the whole response:
 
 - ``partition_health``: what the asset's Partitions tab sends (``PartitionHealthQuery``: every
@@ -52,7 +52,6 @@ from processes import Server, server_group  # noqa: E402
 
 ASSET = "unused_fields_report"
 PARTITIONS = "unused_fields_scopes"
-INSTANCE_DB = "pc_bench_partitions_ui"
 STARTUP_TIMEOUT_S = 120
 QUERY_TIMEOUT_S = 600
 UI_BUNDLE = "webapp/build/_next/static/chunks"
@@ -120,14 +119,15 @@ def instance_home(url: str | None) -> Iterator[tuple[Path, dict[str, str]]]:
             shutil.copy(PROJECT / "dagster.yaml", home / "dagster.yaml")
         else:
             server = make_url(url)
-            recreate_database(server, INSTANCE_DB)
+            database = f"{server.database or 'postgres'}_partitions_ui"
+            recreate_database(server, database)
             shutil.copy(PROJECT / "deploy" / "dagster.yaml", home / "dagster.yaml")
             env |= {
                 "DAGSTER_PG_USERNAME": server.username or "",
                 "DAGSTER_PG_PASSWORD": server.password or "",
                 "DAGSTER_PG_HOST": server.host or "127.0.0.1",
                 "DAGSTER_PG_PORT": str(server.port or 5432),
-                "DAGSTER_PG_DB": INSTANCE_DB,
+                "DAGSTER_PG_DB": database,
             }
         yield home, env
     finally:

@@ -9,7 +9,7 @@ seconds, the run requests made, and the SQL statements sent to the source and th
 statement count must not grow with the number of scopes.
 
 Each size's source is generated once and kept in ``--folder``: 100,000 spaces take about 8
-minutes and 7 GB of memory to generate on 2 CPUs, a minute or two to set up on each run.
+minutes and over 7 GB of memory to generate on 2 CPUs, a minute or two to set up on each run.
 """
 
 from __future__ import annotations
