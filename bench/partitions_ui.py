@@ -10,8 +10,9 @@ DAGSTER_HOME with the project's ``dagster.yaml`` (SQLite storage); with ``--url`
 URL's (``bench_partitions_ui`` for ``.../bench``). Scopes are registered as partitions of
 ``unused_fields_report`` size after size with ``add_dynamic_partitions``, as the discovery sensor
 registers them, and the first ``--materialised`` of them carry a materialisation, reported
-runless (the event a run or the UI's *Report materialization* stores). At each size, after one warm-up, each query is timed
-``--repeats`` times from sending it to having read the whole response:
+runless (the event a run or the UI's *Report materialization* stores). At each size, after one
+warm-up, each query is timed ``--repeats`` times from sending it to having read the whole
+response:
 
 - ``partition_health``: what the asset's Partitions tab sends (``PartitionHealthQuery``: every
   partition key, and the materialised, materialising and failed ones), read from the installed
