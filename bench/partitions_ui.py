@@ -46,6 +46,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from precompute_assets.core.db import sqlite_url
+
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "deploy"))  # the servers' process groups: deploy/processes.py
 
@@ -106,22 +108,23 @@ def scope_keys(count: int) -> list[str]:
 
 @contextmanager
 def instance_home(url: str | None) -> Iterator[tuple[Path, dict[str, str]]]:
-    """A fresh DAGSTER_HOME and the environment of every process that uses it."""
+    """A fresh DAGSTER_HOME and the environment of every process that uses it; removed after,
+    with its PostgreSQL database."""
     home = Path(tempfile.mkdtemp(prefix="pc-partitions-ui-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PRECOMPUTE_", "DAGSTER_"))}
     env |= {
         "DAGSTER_HOME": str(home),
         "PRECOMPUTE_HOME": str(home / "precompute"),
-        "PRECOMPUTE_SOURCE_URL": f"sqlite:///{home / 'source.db'}",
-        "PRECOMPUTE_STORE_URL": f"sqlite:///{home / 'reports.db'}",
+        "PRECOMPUTE_SOURCE_URL": sqlite_url(home / "source.db"),
+        "PRECOMPUTE_STORE_URL": sqlite_url(home / "reports.db"),
     }
+    server = None if url is None else make_url(url)
+    database = None if server is None else f"{server.database or 'postgres'}_partitions_ui"
     try:
-        if url is None:
+        if server is None:
             shutil.copy(PROJECT / "dagster.yaml", home / "dagster.yaml")
         else:
-            server = make_url(url)
-            database = f"{server.database or 'postgres'}_partitions_ui"
-            recreate_database(server, database)
+            recreate_database(server, database, create=True)
             shutil.copy(PROJECT / "deploy" / "dagster.yaml", home / "dagster.yaml")
             env |= {
                 "DAGSTER_PG_USERNAME": server.username or "",
@@ -133,14 +136,18 @@ def instance_home(url: str | None) -> Iterator[tuple[Path, dict[str, str]]]:
         yield home, env
     finally:
         shutil.rmtree(home, ignore_errors=True)
+        if server is not None:
+            recreate_database(server, database, create=False)
 
 
-def recreate_database(server: sa.URL, name: str) -> None:
+def recreate_database(server: sa.URL, name: str, *, create: bool) -> None:
+    """Drop the database ``name`` of ``server`` if it exists, and create it anew if told."""
     admin = sa.create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
             connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            if create:
+                connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
     finally:
         admin.dispose()
 
