@@ -18,6 +18,8 @@ PROJECT = Path(__file__).resolve().parents[1]
 SMALL = [
     "--items", "20000", "--small-items", "5000", "--repeats", "1", "--naive-steps", "2", "4",
     "--reads", "50", "--sensor-scopes", "50", "--sensor-ticks", "1", "--service-seconds", "1",
+    "--ui-partitions", "100", "300", "--ui-materialised", "20",
+    "--fleet-scopes", "20000", "--fleet-grid-scopes", "2000", "--fleet-days", "2",
 ]  # fmt: skip
 
 
@@ -46,6 +48,16 @@ def test_the_benchmark_runs_and_checks_the_direct_query_against_the_framework(
     monkeypatch.syspath_prepend(str(PROJECT / "bench"))
     from readme_table import render
 
+    health = figures["partitions_ui"]["partitions_300"]["partition_health"]
+    assert (
+        health["response_bytes"]
+        > figures["partitions_ui"]["partitions_100"]["partition_health"]["response_bytes"]
+    )
+    fleet = figures["fleet_sim"]
+    assert figures["targets"]["fleet_runs_daily_over_policy"]["met"] == fleet["verdict"]["met"]
+
     table = render([figures])
     assert "20,000 work items" in table
     assert f"{figures['reads']['store_read']['p99_ms']:.2f} ms" in table
+    assert f"300: {health['best_s']:.2f} s" in table
+    assert f"{fleet['policy']['runs_per_day']['total']:,} / 20,000" in table
