@@ -12,7 +12,10 @@ its ``source_meta`` matches), it measures the unused_fields report of that space
 - by the naive one-step-per-batch job (``naive.py``), capped and extrapolated;
 
 then the latency of reading the stored report, the refresh sensor's tick over 1,000, 10,000 and
-100,000 scopes (``sensor_tick.py``), the queries of the report asset's Partitions tab at as many
+100,000 scopes with 1% of them changed (``sensor_tick.py``), the same questions about one scope
+in a fleet of 1,000 and of 100,000 (``one_scope.py``), a partition backfill of 200 small scopes
+through the webserver and daemon, many to a run, against one run per scope (``fleet.py``), the
+queries of the report asset's Partitions tab at as many
 partitions through a real webserver (``partitions_ui.py``), and the refresh policy over a
 synthetic fleet of 10,000,000 scopes against refreshing every scope daily (``fleet_sim.py``).
 Ratios are taken between figures of this one run; repeated timings are interleaved (framework,
@@ -40,7 +43,9 @@ from pathlib import Path
 from typing import Any
 
 import direct_query
+import fleet
 import fleet_sim
+import one_scope
 import partitions_ui
 import sensor_tick
 import sqlalchemy as sa
@@ -51,7 +56,7 @@ from precompute_assets.core.db import create_databases, create_engine_for, sqlit
 from precompute_assets.core.reader import ReportReader
 from precompute_assets.core.registry import load_tools
 from precompute_assets.core.report_store import ReportStore
-from precompute_assets.core.settings import Settings
+from precompute_assets.core.settings import ExecutorSettings, Settings
 from precompute_assets.demo.source import DemoScale, generate_source, single_space_scale
 from precompute_assets.demo.source.generate import GENERATOR_VERSION
 
@@ -94,6 +99,10 @@ METHOD = {
     "partitions_ui": "bench/partitions_ui.py measure(): a real dagster-webserver on an instance "
     "of dagster.yaml (SQLite) or, with --url, of deploy/dagster.yaml in a database of that server",
     "fleet_sim": "bench/fleet_sim.py in this process: a simulation, the same whatever --url says",
+    "one_scope": "bench/one_scope.py compare(): the same one-scope calls at two fleet sizes, "
+    "SQLite sources of the same work items, median of many calls",
+    "fleet": "bench/fleet.py measure(): a partition backfill launched through a real webserver "
+    "and daemon on dagster.yaml (SQLite, 2 runs at once), batched and one scope per run",
 }
 
 
@@ -404,11 +413,11 @@ def time_commands(databases: Databases, rounds: int) -> dict[str, Any]:
     return timed
 
 
-def time_sensor(scopes: list[int], folder: Path, ticks: int) -> dict[str, Any]:
+def time_sensor(scopes: list[int], folder: Path, ticks: int, items: int) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"backend": "sqlite (bench/sensor_tick.py)", "ticks": ticks}
     for count in scopes:
-        results[f"scopes_{count}"] = sensor_tick.measure(count, folder, ticks)
+        results[f"scopes_{count}"] = sensor_tick.measure(count, folder, ticks, items)
     return results
 
 
@@ -464,6 +473,15 @@ def targets(figures: dict[str, Any], backend: str) -> dict[str, dict[str, Any]]:
         ("rss_1m_over_100k", found["rss_1m_over_100k"], "<=", 1.5),
         ("read_p99_ms", figures["read_p99_ms"], "<=", 5),
         ("sensor_tick_10k_s", figures["sensor_tick_10k_s"], "<=", 3),
+        ("sensor_tick_largest_1pct_changed_s", figures["sensor_tick_largest_s"], "<=", 3),
+        ("one_scope_large_over_small", figures["one_scope"]["worst_ratio"], "<=", 1.5),
+        (
+            "fleet_scopes_per_min_over_one_run_per_scope",
+            figures["fleet"]["scopes_per_min_over_baseline"],
+            ">=",
+            10,
+        ),
+        ("fleet_compute_share", figures["fleet"]["compute_share"], ">=", 0.5),
         ("fleet_runs_daily_over_policy", fleet["runs_daily_over_policy"], ">=", 20),
         ("report_command_s", figures["commands"]["report_s"], "<=", 0.4),
         ("status_command_s", figures["commands"]["status_s"], "<=", 1),
@@ -534,6 +552,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sensor-scopes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     parser.add_argument("--sensor-ticks", type=int, default=5)
     parser.add_argument("--service-seconds", type=int, default=10, help="each wrk run's length")
+    parser.add_argument(
+        "--fleet-items", type=int, default=one_scope.WORK_ITEMS, help="work items of many scopes"
+    )
+    parser.add_argument("--one-scope-sizes", type=int, nargs=2, default=[1_000, 100_000])
+    parser.add_argument("--fleet-backfill-scopes", type=int, default=200)
+    parser.add_argument("--fleet-baseline-scopes", type=int, default=40)
+    parser.add_argument("--scopes-per-run", type=int, default=ExecutorSettings().scopes_per_run)
     parser.add_argument("--ui-partitions", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     parser.add_argument("--ui-materialised", type=int, default=1_000)
     parser.add_argument("--fleet-scopes", type=int, default=10_000_000)
@@ -597,8 +622,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     progress("start-up of precompute report and status")
     figures["commands"] = time_commands(large, args.repeats)
     progress(f"sensor ticks over {args.sensor_scopes} scopes")
-    figures["sensor"] = time_sensor(args.sensor_scopes, args.folder / "sensor", args.sensor_ticks)
+    figures["sensor"] = time_sensor(
+        args.sensor_scopes, args.folder / "sensor", args.sensor_ticks, args.fleet_items
+    )
     figures["sensor_tick_10k_s"] = figures["sensor"].get("scopes_10000", {}).get("tick_max_s")
+    largest = figures["sensor"][f"scopes_{max(args.sensor_scopes)}"]
+    figures["sensor_tick_largest_s"] = largest["tick_with_changes_s"]
+    progress(f"questions about one scope at {args.one_scope_sizes} scopes")
+    figures["one_scope"] = one_scope.compare(
+        args.one_scope_sizes, args.folder / "sensor", max(1, args.reads // 20), args.fleet_items
+    )
+    progress(f"a backfill of {args.fleet_backfill_scopes} small scopes through the daemon")
+    figures["fleet"] = fleet.measure(
+        args.fleet_backfill_scopes,
+        args.fleet_baseline_scopes,
+        args.scopes_per_run,
+        args.folder / "fleet",
+    )
     progress(f"service reads under wrk, {args.service_seconds} s a run")
     figures["service"] = time_service(large, args.service_seconds)
     progress(f"the Partitions tab's queries at {args.ui_partitions} partitions")

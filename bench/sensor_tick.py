@@ -1,15 +1,18 @@
-"""How long one refresh-sensor tick takes over many scopes, and how many queries it makes.
+"""How long a refresh-sensor tick takes over many scopes, and how many queries it makes.
 
     python bench/sensor_tick.py --scopes 1000 10000 100000
 
-For each size it builds (or reuses) a source with that many spaces, registers them as partitions
-of a fresh Dagster instance, gives half of them a stored report, and ticks the unused_fields
-refresh sensor a few times. It prints one JSON document: per size, the median and worst tick in
-seconds, the run requests made, and the SQL statements sent to the source and the store. The
-statement count must not grow with the number of scopes.
+For each size it uses the source ``one_scope.py`` builds (that many spaces sharing a few hundred
+thousand work items with the demo's skew), a fresh store and a fresh Dagster instance. The
+discovery sensor's first tick lists every scope (timed apart: it happens once per store); half
+of the scopes then get a stored report; 1% of the spaces are written to by another application
+(one work item each, through the source's triggers); and the refresh sensor ticks a few times:
+the first tick reads those changes, the others find none. It prints one JSON document: per
+size, the first listing, the tick with changes and the quiet ticks in seconds, the run requests,
+and the SQL statements sent to the source and the store per tick, which must not grow with the
+number of scopes.
 
-Each size's source is generated once and kept in ``--folder``: 100,000 spaces take about 8
-minutes and over 7 GB of memory to generate on 2 CPUs, a minute or two to set up on each run.
+Sources are generated once per size and kept in ``--folder``.
 """
 
 from __future__ import annotations
@@ -21,32 +24,23 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
-import pandas as pd
 import sqlalchemy as sa
 from dagster import build_sensor_context, instance_for_test
+from one_scope import WORK_ITEMS, source_for
 
-from precompute_assets.contract import REPORT_COLUMNS
-from precompute_assets.core.db import sqlite_url
-from precompute_assets.core.refresh import scope_states
+from precompute_assets.core.db import connect, create_engine_for, sqlite_url
 from precompute_assets.core.registry import load_tools
 from precompute_assets.core.report_store import ReportHeader
-from precompute_assets.demo.source import DemoScale, generate_source
+from precompute_assets.core.schema import create_store_schema, headers
 from precompute_assets.orchestration.definitions import build_definitions
 from precompute_assets.orchestration.resources import PrecomputeResource
 
 TOOL = "unused_fields"
-
-
-def source_for(scopes: int, folder: Path) -> str:
-    """A source with ``scopes`` spaces and ~20 work items each, generated once per size."""
-    path = folder / f"source-{scopes}.db"
-    url = sqlite_url(path)
-    if not path.exists():
-        scale = DemoScale(tenants=max(1, scopes // 500), spaces=scopes, work_items=scopes * 20)
-        generate_source(url, scale)
-    return url
+CHANGED_SHARE = 0.01
 
 
 def count_statements(engine: sa.Engine, counter: list[int]) -> None:
@@ -55,42 +49,82 @@ def count_statements(engine: sa.Engine, counter: list[int]) -> None:
         counter[0] += 1
 
 
-def measure(scopes: int, folder: Path, ticks: int) -> dict[str, float | int]:
+def give_half_a_report(precompute: PrecomputeResource, scopes: list[str]) -> None:
+    """A stored header at the source's watermark for every other scope, in one bulk insert."""
+    tool = load_tools(autoload=False)[TOOL]
+    with connect(precompute.source_engine()) as source:
+        watermarks = tool.catalogue.watermark(source, scopes[::2])
+    engine = precompute.store().engine
+    create_store_schema(engine)
+    now = time.time()
+    with engine.begin() as store:
+        store.execute(
+            headers.insert(),
+            [
+                asdict(ReportHeader(TOOL, scope, 1, now, mark, 1, 0, 0, 1, 1, 0.1))
+                | {"summary": "{}"}
+                for scope, mark in watermarks.items()
+            ],
+        )
+
+
+def change_some(source_url: str, share: float) -> int:
+    """One work item of every ``1/share``-th space updated, as another application would."""
+    engine = create_engine_for(source_url)
+    with engine.begin() as source:
+        spaces = list(source.execute(sa.text("SELECT id FROM spaces ORDER BY id")).scalars())
+        chosen = spaces[:: max(1, round(1 / share))]
+        source.execute(
+            sa.text(
+                "UPDATE work_items SET updated_at = updated_at + 1 WHERE id IN ("
+                " SELECT MIN(id) FROM work_items WHERE space_id IN :spaces GROUP BY space_id)"
+            ).bindparams(sa.bindparam("spaces", expanding=True)),
+            {"spaces": chosen},
+        )
+    engine.dispose()
+    return len(chosen)
+
+
+def measure(scopes: int, folder: Path, ticks: int, work_items: int = WORK_ITEMS) -> dict[str, Any]:
     tools = load_tools(autoload=False)
-    tool = tools[TOOL]
     store_path = folder / f"reports-{scopes}.db"
     store_path.unlink(missing_ok=True)
-    precompute = PrecomputeResource(
-        source_url=source_for(scopes, folder), store_url=sqlite_url(store_path)
-    )
+    source_url = source_for(scopes, folder, work_items)
+    precompute = PrecomputeResource(source_url=source_url, store_url=sqlite_url(store_path))
     defs = build_definitions(tools, precompute)
-    sensor = defs.resolve_sensor_def(f"{TOOL}_refresh_sensor")
-    states = scope_states(tool, precompute.source_engine(), precompute.store())
-    now = time.time()
-    empty = pd.DataFrame(columns=list(REPORT_COLUMNS))
-    for state in states[::2]:
-        header = ReportHeader(TOOL, state.scope, 1, now, state.watermark, 1, 0, 0, 1, 1, 0.1)
-        precompute.store().commit(header, empty)
-
     statements = [0]
     count_statements(precompute.source_engine(), statements)
     count_statements(precompute.store().engine, statements)
-    durations, requests = [], 0
     with instance_for_test() as instance:
-        instance.add_dynamic_partitions(f"{TOOL}_scopes", [s.scope for s in states])
+        started = time.perf_counter()
+        listed = defs.resolve_sensor_def(f"{TOOL}_discovery_sensor")(
+            build_sensor_context(instance=instance, resources={"precompute": precompute})
+        )
+        first_listing = time.perf_counter() - started
+        [added] = listed.dynamic_partitions_requests
+        instance.add_dynamic_partitions(f"{TOOL}_scopes", list(added.partition_keys))
+        give_half_a_report(precompute, sorted(added.partition_keys))
+        changed = change_some(source_url, CHANGED_SHARE)
+        sensor = defs.resolve_sensor_def(f"{TOOL}_refresh_sensor")
+        durations, counts, requested = [], [], []
         for _ in range(ticks):
             statements[0] = 0
             context = build_sensor_context(instance=instance, resources={"precompute": precompute})
             started = time.perf_counter()
             result = sensor(context)
             durations.append(time.perf_counter() - started)
-            requests = len(result.run_requests)
+            counts.append(statements[0])
+            requested.append(len(result.run_requests))
     return {
-        "scopes": len(states),
-        "tick_median_s": round(statistics.median(durations), 3),
+        "scopes": len(added.partition_keys),
+        "first_listing_s": round(first_listing, 3),
+        "changed_scopes": changed,
+        "tick_with_changes_s": round(durations[0], 3),
+        "tick_quiet_median_s": round(statistics.median(durations[1:] or durations), 3),
         "tick_max_s": round(max(durations), 3),
-        "run_requests": requests,
-        "sql_statements_per_tick": statements[0],
+        "run_requests": requested[0],
+        "sql_statements_per_tick": counts[0],
+        "sql_statements_per_quiet_tick": counts[-1],
     }
 
 
@@ -98,11 +132,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scopes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     parser.add_argument("--ticks", type=int, default=5)
+    parser.add_argument("--work-items", type=int, default=WORK_ITEMS)
     parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "pc-bench")
     args = parser.parse_args()
     args.folder.mkdir(parents=True, exist_ok=True)
     warnings.simplefilter("ignore")
-    results = {f"scopes_{n}": measure(n, args.folder, args.ticks) for n in args.scopes}
+    results = {
+        f"scopes_{n}": measure(n, args.folder, args.ticks, args.work_items) for n in args.scopes
+    }
     json.dump(results, sys.stdout, indent=2)
     print()
 

@@ -20,6 +20,8 @@ SMALL = [
     "--reads", "50", "--sensor-scopes", "50", "--sensor-ticks", "1", "--service-seconds", "1",
     "--ui-partitions", "100", "300", "--ui-materialised", "20",
     "--fleet-scopes", "20000", "--fleet-grid-scopes", "2000", "--fleet-days", "2",
+    "--one-scope-sizes", "20", "200", "--fleet-items", "4000", "--fleet-backfill-scopes", "6",
+    "--fleet-baseline-scopes", "2", "--scopes-per-run", "3",
 ]  # fmt: skip
 
 
@@ -53,6 +55,9 @@ def test_the_benchmark_runs_and_checks_the_direct_query_against_the_framework(
         health["response_bytes"]
         > figures["partitions_ui"]["partitions_100"]["partition_health"]["response_bytes"]
     )
+    # Every scope of the backfill reported, in fewer runs than scopes.
+    assert figures["fleet"]["batched"]["runs"] == 2 and figures["fleet"]["baseline"]["runs"] == 2
+    assert set(figures["one_scope"]["large_over_small"]) >= {"utilisation", "reader_staleness"}
     fleet = figures["fleet_sim"]
     assert figures["targets"]["fleet_runs_daily_over_policy"]["met"] == fleet["verdict"]["met"]
 

@@ -55,6 +55,11 @@ def test_status_lists_scopes_in_refresh_priority_order(project, capsys):
     assert text.splitlines()[0].split()[:3] == ["scope", "utilisation", "report"]
     assert "no report" in text and "STALE" in text
 
+    # One scope, or a few, by name: the same rows.
+    wanted = [rows[-1]["scope"], rows[0]["scope"]]
+    assert main(["status", "unused_fields", *wanted, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [rows[0], rows[-1]]
+
 
 def _compute(scope: str) -> None:
     """The scope's report, computed in this process on the project's instance."""

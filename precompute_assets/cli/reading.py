@@ -26,6 +26,7 @@ def add_commands(commands: Any) -> None:
         "status", help="every scope of a tool: utilisation, report age, staleness, by priority"
     )
     status.add_argument("tool")
+    status.add_argument("scopes", nargs="*", help="only these scopes (each read by key)")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     status.set_defaults(command=status_command)
 
@@ -47,7 +48,7 @@ def status_command(args: argparse.Namespace) -> int:
 
     tool = get_tool(load_tools(), args.tool)
     settings = Settings.from_env()
-    rows = fleet_status(tool, settings, RefreshSettings.from_env())
+    rows = fleet_status(tool, settings, RefreshSettings.from_env(), args.scopes or None)
     if missing_sqlite_file(settings.store_url):
         print(f"precompute: no report store at {safe_url(settings.store_url)} yet", file=sys.stderr)
     if args.json:

@@ -11,7 +11,7 @@ recorded (freshness). The questions are the refresh policy's (``refresh.py``) wr
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ from precompute_assets.core.window import window_start
 
 # Changes read from the catalogue per tick: a burst of more is read over the next ticks.
 CHANGES_PER_SYNC = 10_000
+SCOPES_PER_STATEMENT = 500
 
 _STATE_KEY = ("tool", "scope")
 
@@ -120,7 +121,8 @@ class FleetState:
         if not scopes:
             return
         with write_transaction(self.engine) as store:
-            store.execute(scope_states.delete().where(_of(tool) & _in(scopes)))
+            for chunk in _chunks(scopes):
+                store.execute(scope_states.delete().where(_of(tool) & _in(chunk)))
 
     def due(
         self, tool: ReportTool[Any], settings: RefreshSettings, now: float, limit: int
@@ -141,10 +143,15 @@ class FleetState:
 
     def unregistered_among(self, tool: ReportTool[Any], scopes: list[str]) -> set[str]:
         """Which of ``scopes`` have no partition asked for by the discovery sensor."""
-        query = sa.select(scope_states.c.scope).where(
-            _of(tool) & _in(scopes) & ~scope_states.c.registered
-        )
-        return set(self._scalars(query)) if scopes else set()
+        return {
+            scope
+            for chunk in _chunks(scopes)
+            for scope in self._scalars(
+                sa.select(scope_states.c.scope).where(
+                    _of(tool) & _in(chunk) & ~scope_states.c.registered
+                )
+            )
+        }
 
     def freshness_changed(
         self, tool: ReportTool[Any], settings: RefreshSettings, now: float, limit: int
@@ -173,21 +180,25 @@ class FleetState:
         self, tool: ReportTool[Any], scopes: list[str]
     ) -> dict[str, bool | None]:
         """The freshness last recorded for each of ``scopes`` (None where none was)."""
-        query = sa.select(scope_states.c.scope, scope_states.c.fresh_recorded).where(
-            _of(tool) & _in(scopes)
-        )
+        column = scope_states.c.fresh_recorded
         with connect(self.engine) as store:
-            return dict(store.execute(query).tuples().all())
+            return {
+                scope: recorded
+                for chunk in _chunks(scopes)
+                for scope, recorded in store.execute(
+                    sa.select(scope_states.c.scope, column).where(_of(tool) & _in(chunk))
+                )
+            }
 
     def record_freshness(self, tool: ReportTool[Any], fresh: Mapping[str, bool]) -> None:
         """What the freshness job recorded for each scope."""
         with write_transaction(self.engine) as store:
             for value in (True, False):
                 scopes = [scope for scope, is_fresh in fresh.items() if is_fresh is value]
-                if scopes:
+                for chunk in _chunks(scopes):
                     store.execute(
                         scope_states.update()
-                        .where(_of(tool) & _in(scopes))
+                        .where(_of(tool) & _in(chunk))
                         .values(fresh_recorded=value)
                     )
 
@@ -214,14 +225,16 @@ class FleetState:
         """The live scopes meeting ``condition``, with their stored headers, in the refresh
         policy's order."""
         high = scope_states.c.utilisation >= settings.threshold
+        # A scope only a report commit has seen may have no utilisation yet: low, until a sync.
+        utilisation = sa.func.coalesce(scope_states.c.utilisation, 0.0)
         query = (
-            sa.select(scope_states.c.scope, scope_states.c.utilisation, scope_states.c.watermark)
+            sa.select(scope_states.c.scope, utilisation, scope_states.c.watermark)
             .add_columns(*headers.c)
             .select_from(_joined())
             .where(_of(tool) & _live() & condition)
             .order_by(
                 sa.case((high, 0), else_=1),
-                scope_states.c.utilisation.desc(),
+                utilisation.desc(),
                 sa.func.coalesce(headers.c.computed_at, -1.0),
                 scope_states.c.scope,
             )
@@ -240,7 +253,8 @@ class FleetState:
         if not scopes:
             return
         with write_transaction(self.engine) as store:
-            store.execute(scope_states.update().where(_of(tool) & _in(scopes)).values(**values))
+            for chunk in _chunks(scopes):
+                store.execute(scope_states.update().where(_of(tool) & _in(chunk)).values(**values))
 
 
 def _locked_cursor(store: Connection, tool: str) -> str | None:
@@ -300,6 +314,12 @@ def _of(tool: ReportTool[Any]) -> sa.ColumnElement[bool]:
 
 def _live() -> sa.ColumnElement[bool]:
     return scope_states.c.watermark.is_not(None)
+
+
+def _chunks(scopes: list[str]) -> Iterator[list[str]]:
+    """``scopes`` a few hundred at a time: few statements, within any database's parameters."""
+    for start in range(0, len(scopes), SCOPES_PER_STATEMENT):
+        yield scopes[start : start + SCOPES_PER_STATEMENT]
 
 
 def _in(scopes: list[str]) -> sa.ColumnElement[bool]:

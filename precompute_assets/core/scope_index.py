@@ -93,7 +93,7 @@ class ScopeIndex:
 
 def record_observations(connection: Connection, observed: list[KnownScope]) -> None:
     """Upsert observations (in one statement), each unless the stored one is newer; a missing
-    tenant keeps the stored one."""
+    tenant or utilisation keeps the stored one."""
     if not observed:
         return
     insert = dialect_insert(connection)(scope_states)
@@ -102,7 +102,9 @@ def record_observations(connection: Connection, observed: list[KnownScope]) -> N
             index_elements=["tool", "scope"],
             set_={
                 "tenant": sa.func.coalesce(insert.excluded.tenant, scope_states.c.tenant),
-                "utilisation": insert.excluded.utilisation,
+                "utilisation": sa.func.coalesce(
+                    insert.excluded.utilisation, scope_states.c.utilisation
+                ),
                 "watermark": insert.excluded.watermark,
                 "seen_at": insert.excluded.seen_at,
             },

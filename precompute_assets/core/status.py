@@ -44,9 +44,13 @@ class ScopeStatus:
 
 
 def fleet_status(
-    tool: ReportTool[Any], settings: Settings, refresh: RefreshSettings
+    tool: ReportTool[Any],
+    settings: Settings,
+    refresh: RefreshSettings,
+    scopes: list[str] | None = None,
 ) -> list[ScopeStatus]:
-    """One row per scope in the source, in the order the refresh sensor would take them.
+    """One row per scope in the source (or per one of ``scopes``, each read by key), in the
+    order the refresh sensor would take them.
 
     Reads only; a store no run has created yet holds no report.
     """
@@ -54,7 +58,7 @@ def fleet_status(
     store = None
     if not missing_sqlite_file(settings.store_url):
         store = ReportStore(check_reachable(create_engine_for(settings.store_url, read_only=True)))
-    states = scope_states(tool, source, store)
+    states = scope_states(tool, source, store, scopes)
     now = time.time()
     return [
         ScopeStatus(
