@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)
 
+# Most slow tests wait on servers and runs, not on the CPU: three workers share two CPUs well.
+TEST_WORKERS ?= 3
+
 .PHONY: install demo serve test test-fast lint format ui stack bench clean
 
 install: $(STAMP)
@@ -27,7 +30,7 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # The quick tests only, in under a minute: no servers, no killed processes, no long rounds.
 test-fast: $(STAMP)

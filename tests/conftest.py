@@ -122,3 +122,12 @@ def run_partition(defs, tool_name: str, scope: str, instance: DagsterInstance, *
 
 def source_connection(url: str):
     return create_engine_for(url, must_exist=True).connect()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``pytest -n N --dist loadgroup`` a module's tests stay on one worker, so that its
+    shared servers start once; modules that share an outside resource name a group of their
+    own."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

@@ -34,7 +34,8 @@ from precompute_assets.demo.source import generate_source
 from precompute_assets.orchestration.resources import PrecomputeResource
 from precompute_assets.orchestration.runs import report_job
 
-pytestmark = [pytest.mark.slow, pytest.mark.servers]
+# Celery workers of both modules take steps from the one broker queue: never at once.
+pytestmark = [pytest.mark.slow, pytest.mark.servers, pytest.mark.xdist_group("celery_broker")]
 
 TOOL = "unused_fields"
 WORKERS = 2

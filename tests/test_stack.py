@@ -37,7 +37,8 @@ from precompute_assets.core.settings import ExecutorSettings
 from precompute_assets.orchestration.executors import execution_run_config
 from precompute_assets.orchestration.resources import PrecomputeResource
 
-pytestmark = [pytest.mark.slow, pytest.mark.servers]
+# Celery workers of both modules take steps from the one broker queue: never at once.
+pytestmark = [pytest.mark.slow, pytest.mark.servers, pytest.mark.xdist_group("celery_broker")]
 
 PROJECT = Path(__file__).resolve().parents[1]
 CACHE_URL = "redis://127.0.0.1:6379/14"
