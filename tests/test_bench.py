@@ -31,7 +31,7 @@ def test_the_benchmark_runs_and_checks_the_direct_query_against_the_framework(
     out = tmp_path / "results.json"
     command = [sys.executable, "bench/run.py", *SMALL, "--folder", str(tmp_path), "--out", str(out)]
     finished = subprocess.run(
-        command, cwd=PROJECT, capture_output=True, text=True, timeout=300, check=False
+        command, cwd=PROJECT, capture_output=True, text=True, timeout=900, check=False
     )
     assert finished.returncode == 0, finished.stderr[-5000:]
     figures = json.loads(out.read_text())
