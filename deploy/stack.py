@@ -145,7 +145,8 @@ def start(config: StackConfig, env: Mapping[str, str]) -> list[Server]:
             "--host", "127.0.0.1", "--port", str(config.service_port), "--workers", "2",
         ],
         **{
-            f"celery-worker-{n}": celery_worker_command(f"stack-{n}")
+            # Named after this stack's process: a worker name is unique on its broker.
+            f"celery-worker-{n}": celery_worker_command(f"stack-{os.getpid()}-{n}")
             for n in range(config.workers)
         },
     }  # fmt: skip

@@ -62,7 +62,7 @@ def celery_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Se
         workers = []
         for number in range(WORKERS):
             folder = tmp_path_factory.mktemp(f"celery_worker_{number}")
-            command = celery_worker_command(f"precompute-test-{number}")
+            command = celery_worker_command(f"precompute-test-{os.getpid()}-{number}")
             workers.append(
                 stack.enter_context(
                     server_group(
