@@ -1,9 +1,10 @@
 """The demo source's spaces as scopes: the catalogue every space-scoped tool shares.
 
 A scope is a space (by its key), owned by its tenant (``t<tenant id>``). Its entities to scan are
-the space's work items, by id; its watermark is the space's change version, which triggers move
-on every write to a table the tools read (``precompute_assets.demo.source.changes``); its
-utilisation is one association table's rows for the space against a limit.
+the space's work items, by id, cut into batches of equal counts on the ids themselves; its
+watermark is the space's change version, which triggers move on every write to a table the tools
+read (``precompute_assets.demo.source.changes``); its utilisation is one association table's rows
+for the space against a limit.
 """
 
 from __future__ import annotations
@@ -59,6 +60,21 @@ class Spaces(ScopeCatalogue):
             params={"space_id": space_id},
             tenant=f"t{tenant}",
         )
+
+    def batch_starts(
+        self, source: Connection, scope: str, extent: Extent, batch_size: int
+    ) -> list[int]:
+        """The id of every ``batch_size``-th work item of the space, in one pass over its
+        (space_id, id) index."""
+        result = source.execute(
+            text(
+                "SELECT id FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY id) AS n"
+                " FROM work_items WHERE space_id = :space_id) numbered"
+                " WHERE (n - 1) % :every = 0 ORDER BY id"
+            ),
+            {"space_id": extent.params["space_id"], "every": batch_size},
+        )
+        return list(result.scalars())
 
     def utilisation(self, source: Connection, scopes: Sequence[str]) -> dict[str, float]:
         wanted = set(scopes)

@@ -3,9 +3,10 @@
 ``initialise -> plan_shards (DynamicOut) -> scan_shard (mapped) -> finalise (collect)``
 
 Every scope is a dynamic partition. ``scan_shard`` checkpoints each batch in the ledger and skips
-the batches already there, so a retried shard or a rerun after a crash never counts twice;
-``finalise`` folds exactly the planned batches, rescanning any that is missing, and commits the
-report in one transaction.
+the batches already there, so a retried shard or a rerun after a crash never counts twice, then
+lifts its batches into one partial; ``finalise`` folds exactly the planned batches from the
+partials and what a crash left unlifted, rescanning any that is missing, and commits the report
+in one transaction.
 """
 
 from collections.abc import Iterator
@@ -137,6 +138,7 @@ def build_report_asset(
         done = (
             f"scanned {result.batches_scanned} batches, skipped {result.batches_skipped} "
             f"already in the ledger, in {result.seconds:.2f}s"
+            + ("; lifted into one partial" if result.lifted else "")
             if result.job_status == OPEN
             else f"job {task.plan.generation} is {result.job_status}, scanned nothing"
         )
@@ -146,6 +148,7 @@ def build_report_asset(
             metadata={
                 "batches_scanned": result.batches_scanned,
                 "batches_skipped": result.batches_skipped,
+                "lifted": result.lifted,
                 "first_batch": shard.first_batch,
                 "last_batch": shard.last_batch,
                 "seconds": result.seconds,
