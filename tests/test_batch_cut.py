@@ -8,6 +8,7 @@ batch holds ``BATCH`` work items. The report is the same either way, and as befo
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -148,7 +149,7 @@ def test_batch_starts_tile_the_extent_whatever_the_catalogue_gives(first, span, 
     batches = [plan.batch(index) for index in range(plan.batch_count)]
     assert batches[0].first_key == extent.first_key
     assert batches[-1].last_key == extent.last_key
-    for before, after in zip(batches, batches[1:], strict=False):
+    for before, after in itertools.pairwise(batches):
         assert before.first_key <= before.last_key
         assert after.first_key == before.last_key + 1
 
