@@ -18,6 +18,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 SMALL = [
     "--items", "20000", "--small-items", "5000", "--repeats", "1", "--naive-steps", "2", "4",
     "--reads", "50", "--sensor-scopes", "50", "--sensor-ticks", "1",
+    "--finalise-batches", "20", "200",
 ]  # fmt: skip
 
 
@@ -39,9 +40,14 @@ def test_the_benchmark_runs_and_checks_the_direct_query_against_the_framework(
         "per_entity_1m_over_100k",
         "rss_1m_over_100k",
     }
+    lifted = figures["finalise"]["lifted_200"]
+    assert (lifted["partials_folded"], lifted["batches_folded_unlifted"]) == (4, 0)
+    crashed = figures["finalise"]["last_shard_unlifted_200"]
+    assert (crashed["partials_folded"], crashed["batches_folded_unlifted"]) == (3, 50)
     monkeypatch.syspath_prepend(str(PROJECT / "bench"))
     from readme_table import render
 
     table = render([figures])
     assert "20,000 work items" in table
     assert f"{figures['reads']['store_read']['p99_ms']:.2f} ms" in table
+    assert f"200: {lifted['finalise_s']:.2f} s" in table
