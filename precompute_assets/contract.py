@@ -96,8 +96,9 @@ class ScopeCatalogue(ABC):
 
         Optional: None (this default) has the framework cut the key range into even spans, which
         hold about ``batch_size`` entities only where keys are evenly spread. Real key spaces have
-        gaps and clusters, so a catalogue that knows its key column answers in one query, e.g.
-        every ``batch_size``-th key by ``ROW_NUMBER() OVER (ORDER BY key)``.
+        gaps and clusters, so a catalogue that knows its key column answers in one query: a
+        recursive one that skips ``batch_size`` keys of an index from each start (keyset
+        sampling, as the demo's ``Spaces``), or ``ROW_NUMBER() OVER (ORDER BY key)``.
         """
         return None
 
