@@ -238,7 +238,7 @@ class Ledger:
             .where(_overlapping(plan, span))
             .order_by(partials.c.first_batch)
         )
-        for row in connection.execution_options(yield_per=1).execute(query):
+        for row in connection.execute(query.execution_options(yield_per=1)):
             lifted.append(range(row.first_batch, row.last_batch + 1))
             yield Held(lifted[-1], decode(row.contribution), partial=True)
         covered = _covered_by(lifted)
@@ -248,7 +248,7 @@ class Ledger:
                 .where(_job_key(plan) & batches.c.batch.between(span.start, span.stop - 1))
                 .order_by(batches.c.batch)
             )
-            for row in connection.execution_options(yield_per=STREAM_ROWS).execute(query):
+            for row in connection.execute(query.execution_options(yield_per=STREAM_ROWS)):
                 if not covered(row.batch):
                     yield Held(range(row.batch, row.batch + 1), decode(row.contribution), False)
             return
