@@ -126,9 +126,7 @@ class Ledger:
                     resumed=True,
                     started_at=time.time(),
                     job_id=latest.job_id,
-                    batch_starts=None
-                    if latest.batch_starts is None
-                    else json.loads(latest.batch_starts),
+                    batch_starts=json.loads(latest.batch_starts or "null"),
                 )
             extent = replace(extent, params={**extent.params, **(reference or {})})
             generation = 1 if latest is None else latest.generation + 1
@@ -230,9 +228,9 @@ class Ledger:
             yield self._stream(connection, plan, span)
 
     def _stream(self, connection: Connection, plan: JobPlan, span: range) -> Iterator[Held]:
-        lifted: list[range] = []
         if not span:
             return
+        lifted: list[range] = []
         query = (
             sa.select(partials.c.first_batch, partials.c.last_batch, partials.c.contribution)
             .where(_overlapping(plan, span))
