@@ -19,6 +19,7 @@ import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from numbers import Integral
 from typing import TYPE_CHECKING
 
 from precompute_assets.contract import Batch, Extent, ScopeCatalogue
@@ -104,12 +105,12 @@ def tile(
     belongs to the next job.
     """
     keys = list(starts)
-    wrong = next((key for key in keys if not isinstance(key, int) or isinstance(key, bool)), None)
+    wrong = next((k for k in keys if not isinstance(k, Integral) or isinstance(k, bool)), None)
     if wrong is not None:
         raise ToolContractError(
             f"{catalogue}.batch_starts gave {wrong!r}: batch starts must be integer keys"
         )
-    inside = sorted({key for key in keys if extent.first_key < key <= extent.last_key})
+    inside = sorted({int(k) for k in keys if extent.first_key < k <= extent.last_key})
     return (extent.first_key, *inside)
 
 
