@@ -1,4 +1,4 @@
-"""The three phases of one job, without Dagster: the ops in ``factory.py`` call these.
+"""The three phases of one job, without Dagster: the ops in ``orchestration/assets.py`` call these.
 
 Keeping them plain functions lets the property-based tests drive the exact code a run executes,
 delivering, redelivering, losing and reordering batches at will.
