@@ -14,7 +14,8 @@ its ``source_meta`` matches), it measures the unused_fields report of that space
 then the latency of reading the stored report, the refresh sensor's tick over 1,000, 10,000 and
 100,000 scopes with 1% of them changed (``sensor_tick.py``), the same questions about one scope
 in a fleet of 1,000 and of 100,000 (``one_scope.py``), a partition backfill of 200 small scopes
-through the webserver and daemon, many to a run, against one run per scope (``fleet.py``), the
+through the webserver and daemon, many to a run, against one run per scope (``fleet.py``),
+finalise of a scope of 20,000 batches against 200 on a simulated ledger (``finalise.py``), the
 queries of the report asset's Partitions tab at as many
 partitions through a real webserver (``partitions_ui.py``), and the refresh policy over a
 synthetic fleet of 10,000,000 scopes against refreshing every scope daily (``fleet_sim.py``).
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import direct_query
+import finalise
 import fleet
 import fleet_sim
 import one_scope
@@ -52,6 +54,7 @@ import sqlalchemy as sa
 from read_latency import measure_reads
 from sqlalchemy.engine import make_url
 
+from precompute_assets.core import schema as store_schema
 from precompute_assets.core.db import create_databases, create_engine_for, sqlite_url
 from precompute_assets.core.reader import ReportReader
 from precompute_assets.core.registry import load_tools
@@ -103,6 +106,14 @@ METHOD = {
     "SQLite sources of the same work items, median of many calls",
     "fleet": "bench/fleet.py measure(): a partition backfill launched through a real webserver "
     "and daemon on dagster.yaml (SQLite, 2 runs at once), batched and one scope per run",
+    "finalise": (
+        "SIMULATED LEDGER: scanning 100M entities would take hours, so bench/finalise.py writes "
+        "the batches' entries (up to 700 keys each) directly, as a job's shards would have "
+        "checkpointed them, then run_shard reads each shard's back and lifts it (one shard left "
+        "unlifted for the crash case); finalise_job is timed in a fresh process, its peak RSS "
+        "is VmHWM reset right before it (pandas and the rest imported already); the store on "
+        "--url's backend, the small source on SQLite"
+    ),
 }
 
 
@@ -194,13 +205,12 @@ def _expected_meta(scale: DemoScale) -> dict[str, str]:
 
 
 def fresh_store(databases: Databases) -> None:
-    """Start from an empty ledger and store: every run of the bench does the same work."""
+    """Start from an empty store, its schema version too: every run of the bench does the same
+    work, whichever release made the store before."""
     engine = create_engine_for(databases.store_url)
     try:
         with engine.begin() as connection:
-            for table in ("precompute_report_rows", "precompute_report_headers"):
-                connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
-            for table in ("precompute_batches", "precompute_jobs"):
+            for table in [*reversed(store_schema.metadata.sorted_tables), "alembic_version"]:
                 connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
     finally:
         engine.dispose()
@@ -413,6 +423,43 @@ def time_commands(databases: Databases, rounds: int) -> dict[str, Any]:
     return timed
 
 
+def time_finalise(
+    url: str | None, folder: Path, counts: list[int], max_shards: int
+) -> dict[str, Any]:
+    """Finalise of a lifted job at each batch count, and at the most batches with its last shard
+    left unlifted by a crash, each on a ledger of its own."""
+    source_url = sqlite_url(folder / "finalise-source.db")
+    scope = finalise.prepare_source(source_url)
+    cases = [(count, "lifted") for count in counts] + [(max(counts), "last_shard_unlifted")]
+    results: dict[str, Any] = {"scope": scope, "max_shards": max_shards}
+    for count, state in cases:
+        store_url = _empty_store(url, folder, f"finalise_{state}_{count}")
+        spec = finalise.prepare(source_url, store_url, scope, count, max_shards, state)
+        results[f"{state}_{count}"] = {**spec["prepared"], **run_child("finalise.py", spec)}
+    fewest, most = results[f"lifted_{min(counts)}"], results[f"lifted_{max(counts)}"]
+    results["batches"] = [min(counts), max(counts)]
+    results["peak_rss_ratio"] = round(most["peak_rss_mb"] / fewest["peak_rss_mb"], 3)
+    return results
+
+
+def _empty_store(url: str | None, folder: Path, name: str) -> str:
+    """A store of its own: a new SQLite file, or a new schema of the PostgreSQL database."""
+    if url is None:
+        path = folder / f"{name}.db"
+        for leftover in folder.glob(f"{name}.db*"):
+            leftover.unlink()
+        return sqlite_url(path)
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS pc_bench_{name} CASCADE")
+            connection.exec_driver_sql(f"CREATE SCHEMA pc_bench_{name}")
+    finally:
+        engine.dispose()
+    scoped = make_url(url).update_query_dict({"options": f"-csearch_path=pc_bench_{name}"})
+    return scoped.render_as_string(hide_password=False)
+
+
 def time_sensor(scopes: list[int], folder: Path, ticks: int, items: int) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"backend": "sqlite (bench/sensor_tick.py)", "ticks": ticks}
@@ -486,6 +533,8 @@ def targets(figures: dict[str, Any], backend: str) -> dict[str, dict[str, Any]]:
         ("report_command_s", figures["commands"]["report_s"], "<=", 0.4),
         ("status_command_s", figures["commands"]["status_s"], "<=", 1),
         *service_targets(figures.get("service")),
+        ("finalise_peak_rss_ratio", figures["finalise"]["peak_rss_ratio"], "<=", 1.2),
+        ("finalise_most_batches_s", figures["finalise_most_batches_s"], "<=", 2),
     ]
     compare: dict[str, Callable[[float, float], bool]] = {
         "<=": lambda a, b: a <= b,
@@ -564,6 +613,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--fleet-scopes", type=int, default=10_000_000)
     parser.add_argument("--fleet-grid-scopes", type=int, default=100_000)
     parser.add_argument("--fleet-days", type=float, default=14.0)
+    parser.add_argument(
+        "--finalise-batches", type=int, nargs=2, default=[200, 20_000], help="fewest, most"
+    )
     parser.add_argument(
         "--folder", type=Path, default=Path(tempfile.gettempdir()) / "pc-bench", help="work files"
     )
@@ -647,6 +699,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     progress(f"the refresh policy over a synthetic fleet of {args.fleet_scopes:,} scopes")
     figures["fleet_sim"] = simulate_fleet(args)
+    progress(f"finalise of {args.finalise_batches} batches on a simulated ledger")
+    figures["finalise"] = time_finalise(
+        args.url, args.folder, args.finalise_batches, args.max_shards
+    )
+    most = max(args.finalise_batches)
+    figures["finalise_most_batches_s"] = figures["finalise"][f"lifted_{most}"]["finalise_s"]
     figures["ratios"] = ratios(figures, args.items, args.small_items)
     figures["targets"] = targets(figures, backend)
     figures["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]

@@ -101,6 +101,11 @@ class ScopeCatalogue(ABC):
     - ``changes`` (optional: the default lists every scope each time) gives, in the order they
       happened, every scope added, changed or deleted since ``cursor``: one a reader at that
       cursor has not seen. Sensors then read what changed, not the fleet.
+    - ``batch_starts``, if the catalogue gives them, are keys of the scope's entities in
+      ascending order, every ``batch_size``-th one, read by one query. They only decide where
+      batches are cut: the batches still tile the extent (the first starts at ``first_key``,
+      the last ends at ``last_key``, keys outside it are ignored), so a key that changed since
+      ``initialise`` moves a cut, never the report.
     """
 
     limit: int | None = None
@@ -112,6 +117,19 @@ class ScopeCatalogue(ABC):
     @abstractmethod
     def initialise(self, source: Connection, scope: str) -> Extent:
         """Bound a job for ``scope``: its entity key range, its watermark, the tool's params."""
+
+    def batch_starts(
+        self, source: Connection, scope: str, extent: Extent, batch_size: int
+    ) -> Sequence[int] | None:
+        """The first key of each batch, so that each batch holds ``batch_size`` entities.
+
+        Optional: None (this default) has the framework cut the key range into even spans, which
+        hold about ``batch_size`` entities only where keys are evenly spread. Real key spaces have
+        gaps and clusters, so a catalogue that knows its key column answers in one query: a
+        recursive one that skips ``batch_size`` keys of an index from each start (keyset
+        sampling, as the demo's ``Spaces``), or ``ROW_NUMBER() OVER (ORDER BY key)``.
+        """
+        return None
 
     @abstractmethod
     def utilisation(self, source: Connection, scopes: Sequence[str]) -> dict[str, float]:
@@ -144,7 +162,8 @@ class ReportTool(ABC, Generic[C]):
     Lifecycle of one job for one scope:
 
     1. ``catalogue.initialise(source, scope)`` bounds the job: the key range to scan, the
-       watermark, the tool's params. The framework cuts the range into batches.
+       watermark, the tool's params. The framework cuts the range into batches, at the
+       catalogue's ``batch_starts`` when it gives them.
     2. ``scan(source, batch)`` returns the contribution of one batch, its *accumulator*. The
        framework calls it for many batches, in parallel, in any order, and more than once.
     3. ``merge(accumulators)`` folds accumulators; ``empty()`` is the fold's start.

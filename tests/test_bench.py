@@ -22,6 +22,7 @@ SMALL = [
     "--fleet-scopes", "20000", "--fleet-grid-scopes", "2000", "--fleet-days", "2",
     "--one-scope-sizes", "20", "200", "--fleet-items", "4000", "--fleet-backfill-scopes", "6",
     "--fleet-baseline-scopes", "2", "--scopes-per-run", "3",
+    "--finalise-batches", "20", "200",
 ]  # fmt: skip
 
 
@@ -47,6 +48,10 @@ def test_the_benchmark_runs_and_checks_the_direct_query_against_the_framework(
         "per_entity_1m_over_100k",
         "rss_1m_over_100k",
     }
+    lifted = figures["finalise"]["lifted_200"]
+    assert (lifted["partials_folded"], lifted["batches_folded_unlifted"]) == (4, 0)
+    crashed = figures["finalise"]["last_shard_unlifted_200"]
+    assert (crashed["partials_folded"], crashed["batches_folded_unlifted"]) == (3, 50)
     monkeypatch.syspath_prepend(str(PROJECT / "bench"))
     from readme_table import render
 
@@ -66,3 +71,4 @@ def test_the_benchmark_runs_and_checks_the_direct_query_against_the_framework(
     assert f"{figures['reads']['store_read']['p99_ms']:.2f} ms" in table
     assert f"300: {health['best_s']:.2f} s" in table
     assert f"{fleet['policy']['runs_per_day']['total']:,} / 20,000" in table
+    assert f"200: {lifted['finalise_s']:.2f} s" in table

@@ -6,7 +6,8 @@ At every kill point K (a batch index), one test case:
    ``crash_tools.py``) runs through ``execute_job`` under Dagster's multiprocess executor, every
    step in its own child process, with a retry policy of 0. Scanning batch K, the shard's step
    process sends itself SIGKILL: the batches of that shard before K were checkpointed in the
-   ledger, K was not. The run must fail, with no report stored.
+   ledger, K was not, and none of them was lifted into a partial; the other shard, which ran to
+   its end, lifted its batches into one. The run must fail, with no report stored.
 2. **Two resumes from the same crash state.** The store (ledger and reports, one SQLite file) is
    copied byte for byte (SQLite backup) right after the crash. Then (a) a *new run* of the job
    for the partition resumes on the copy, and (b) *Dagster's re-execution from failure*
@@ -16,7 +17,9 @@ At every kill point K (a batch index), one test case:
    batches it scanned are **exactly the planned batches missing from the ledger after the
    crash, each scanned once**: batch K, the batches of K's shard after K, and nothing the
    ledger held. So no checkpointed batch is ever scanned twice, and what is rescanned beyond
-   the batches the killed run never reached is the batch in flight (K) alone.
+   the batches the killed run never reached is the batch in flight (K) alone. The resumed
+   shard folds what was checkpointed with what it scans and lifts it: finalise folds two
+   partials and no single batch.
 
 One extra case shows the other path: with ``RetryPolicy(max_retries=1)`` Dagster retries the
 killed step within the same run, and only batch K is scanned twice.
@@ -43,6 +46,7 @@ from dagster import (
 )
 
 from precompute_assets.core.ledger import batches as ledger_batches
+from precompute_assets.core.ledger import partials
 from precompute_assets.core.plan import Shard, plan_shards
 from precompute_assets.orchestration.definitions import build_definitions
 from precompute_assets.orchestration.resources import PrecomputeResource
@@ -149,15 +153,25 @@ def _scans(scan_log: Path) -> list[tuple[int, int]]:
     return [(int(pid), int(index)) for pid, index in zip(lines[::2], lines[1::2], strict=True)]
 
 
-def _ledger(store: Path) -> set[int]:
+def _ledger(store: Path) -> tuple[set[int], set[range]]:
+    """The batches the ledger holds as entries, and the spans of its lifted partials."""
     engine = sa.create_engine(f"sqlite:///{store}")
-    query = sa.select(ledger_batches.c.batch).where(
+    entries = sa.select(ledger_batches.c.batch).where(
         (ledger_batches.c.tool == TOOL_NAME) & (ledger_batches.c.scope == SCOPE)
     )
+    lifted = sa.select(partials.c.first_batch, partials.c.last_batch).where(
+        (partials.c.tool == TOOL_NAME) & (partials.c.scope == SCOPE)
+    )
     with engine.connect() as connection:
-        recorded = set(connection.execute(query).scalars())
+        recorded = set(connection.execute(entries).scalars())
+        spans = {range(first, last + 1) for first, last in connection.execute(lifted)}
     engine.dispose()
-    return recorded
+    return recorded, spans
+
+
+def _held(ledger: tuple[set[int], set[range]]) -> set[int]:
+    entries, spans = ledger
+    return entries | {index for span in spans for index in span}
 
 
 def _copy_store(store: Path, copy: Path) -> None:
@@ -186,8 +200,11 @@ def _shard_of(batch: int) -> Shard:
     return next(s for s in plan_shards(BATCH_COUNT, MAX_SHARDS) if batch in s.batch_indices)
 
 
-def _check_killed_run(result, kill_batch: int, scans: list[tuple[int, int]], ledger: set[int]):
-    """The run failed at the kill; the ledger holds exactly the batches checkpointed before it."""
+def _check_killed_run(
+    result, kill_batch: int, scans: list[tuple[int, int]], ledger: tuple[set[int], set[range]]
+):
+    """The run failed at the kill; the ledger holds exactly the batches checkpointed before it:
+    the killed shard's as entries (it died before lifting them), the other shard's lifted."""
     assert not result.success
     shard = _shard_of(kill_batch)
     killed_step = f"{SCAN_STEP}[{shard.mapping_key}]"
@@ -214,14 +231,18 @@ def _check_killed_run(result, kill_batch: int, scans: list[tuple[int, int]], led
     # The ledger: every batch scanned before K, and none of K and after, in the killed shard;
     # the other shard ran to its end in its own process, and all of it was checkpointed.
     scanned = {index for _, index in scans}
-    assert ledger <= scanned
+    assert _held(ledger) <= scanned
     not_reached = {index for index in shard.batch_indices if index >= kill_batch}
-    assert ledger == set(range(BATCH_COUNT)) - not_reached
+    assert _held(ledger) == set(range(BATCH_COUNT)) - not_reached
+    entries, spans = ledger
+    other = plan_shards(BATCH_COUNT, MAX_SHARDS)[1 - shard.index]
+    assert spans == {other.batch_indices}, "the shard that finished lifted its batches"
+    assert entries == {index for index in shard.batch_indices if index < kill_batch}
 
 
-def _check_resume(result, scans, ledger_after_crash: set[int], store: Path, clean_rows):
+def _check_resume(result, scans, ledger_after_crash, store: Path, clean_rows):
     assert result.success
-    missing = sorted(set(range(BATCH_COUNT)) - ledger_after_crash)
+    missing = sorted(set(range(BATCH_COUNT)) - _held(ledger_after_crash))
     # Exactly the batches the ledger lacked, each once: no checkpointed batch scanned again.
     assert sorted(index for _, index in scans) == missing
     checks = _events(result, DagsterEventType.ASSET_CHECK_EVALUATION)
@@ -231,6 +252,8 @@ def _check_resume(result, scans, ledger_after_crash: set[int], store: Path, clea
     header = _header(store)
     assert header.generation == 1 and header.batch_count == BATCH_COUNT
     assert header.summary["batches_rescanned_at_finalise"] == 0  # the shards did the work
+    # The resumed shard folded what the killed one had checkpointed, and lifted it too.
+    assert (header.summary["partials_folded"], header.summary["batches_folded_unlifted"]) == (2, 0)
 
 
 @pytest.mark.parametrize("kill_batch", KILL_POINTS)

@@ -3,15 +3,19 @@
 A Hypothesis state machine drives the framework's own phase functions
 (``precompute_assets.core.phases``) against a real source and a real SQLite ledger, with the real
 Redis tier (``TestLedgerMachine``) and without it (``TestSqlLedgerMachine``): it delivers batches
-in any order, redelivers them, crashes scans before their checkpoint, loses contributions (an
-eviction from the tier, a row gone from the ledger), runs whole shards, and finalises. After
-every finalise the stored report must equal the reference report, a plain fold over every
-distinct batch.
+in any order, redelivers them (after their shard was lifted too), crashes scans before their
+checkpoint, loses contributions (an eviction from the tier, a row gone from the ledger), runs
+whole shards cut in different numbers (so partials of one cut meet shards of another), kills a
+shard in the middle of lifting its partial (before the partial is written, or after it and
+before the batches' entries are removed), loses a partial, and finalises. After every finalise
+the stored report must equal the reference report, a plain fold over every distinct batch: a
+batch counted twice or lost changes a usage count.
 """
 
 from __future__ import annotations
 
 import atexit
+import itertools
 import shutil
 import tempfile
 from functools import cache
@@ -19,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from conftest import require_service
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -34,7 +39,7 @@ from precompute_assets.core.phases import (
     scan_and_record,
 )
 from precompute_assets.core.report_store import ReportStore
-from precompute_assets.core.schema import batches
+from precompute_assets.core.schema import batches, partials
 from precompute_assets.demo.source import DemoScale, generate_source
 from tool_plugins.unused_fields import UnusedFields
 
@@ -42,6 +47,12 @@ pytestmark = pytest.mark.slow
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
 BATCH_SIZE = 300
+# Where a shard dies while lifting, and the ledger's statement it dies at.
+KILL_AT = {
+    "before the partial": "INSERT INTO precompute_partials",
+    "after the partial": "DELETE FROM precompute_batches",  # rolled back with the partial
+}
+MOMENTS = sorted(KILL_AT)
 
 
 class CrashingFields(UnusedFields):
@@ -56,6 +67,34 @@ class CrashingFields(UnusedFields):
             self.crash_next = False
             raise ConnectionResetError("worker died mid-batch")
         return contribution
+
+
+class DyingRedis(RedisCache):
+    """The Redis tier, whose next deletion can be told to die first (the worker is killed)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.die_on_delete = False
+
+    def delete_many(self, keys) -> None:
+        if self.die_on_delete:
+            self.die_on_delete = False
+            raise ConnectionResetError("worker died before deleting the lifted entries")
+        super().delete_many(keys)
+
+
+class StatementKiller:
+    """Kills the worker (raises) at the next SQL statement on ``engine`` that starts ``prefix``:
+    the transaction around it is rolled back, as when its process dies."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.prefix: str | None = None
+        sa.event.listen(engine, "before_cursor_execute", self._before)
+
+    def _before(self, connection, cursor, statement, parameters, context, executemany) -> None:
+        if self.prefix is not None and statement.lstrip().startswith(self.prefix):
+            self.prefix = None
+            raise ConnectionResetError(f"worker died at {statement[:40]!r}")
 
 
 @cache
@@ -80,8 +119,8 @@ def _comparable(rows: pd.DataFrame) -> pd.DataFrame:
 class LedgerMachine(RuleBasedStateMachine):
     """Against the Redis tier; ``SqlLedgerMachine`` against the SQL ledger alone."""
 
-    def make_cache(self) -> RedisCache | None:
-        return RedisCache(REDIS_URL)
+    def make_cache(self) -> DyingRedis | None:
+        return DyingRedis(REDIS_URL)
 
     @initialize()
     def open(self) -> None:
@@ -92,6 +131,7 @@ class LedgerMachine(RuleBasedStateMachine):
         store_engine = create_engine_for(sqlite_url(self.folder / "store.db"))
         self.cache = self.make_cache()
         self.ledger = Ledger(store_engine, self.cache)
+        self.killer = StatementKiller(store_engine)
         self.store = ReportStore(store_engine)
         self.plan = open_job(self.tool, self.scope, self.source, self.ledger, BATCH_SIZE)
         self.reference = self._reference()
@@ -152,6 +192,33 @@ class LedgerMachine(RuleBasedStateMachine):
         shard = data.draw(st.sampled_from(shards), label="shard")
         run_shard(self.tool, self.plan, shard, self.source, self.ledger)
 
+    @rule(data=st.data(), max_shards=st.integers(1, 4), moment=st.sampled_from(MOMENTS))
+    def shard_killed_while_lifting(self, data, max_shards, moment) -> None:
+        """The shard scans its batches, then dies as it lifts them: before its partial is
+        written, or after (on the cache tier, before the batches' entries are deleted)."""
+        shard = data.draw(st.sampled_from(self.plan.shards(max_shards)), label="shard")
+        if moment == "after the partial" and self.cache is not None:
+            self.cache.die_on_delete = True
+        else:
+            self.killer.prefix = KILL_AT[moment]
+        try:
+            run_shard(self.tool, self.plan, shard, self.source, self.ledger)
+        except ConnectionResetError:
+            pass  # the shard had something to lift; one that lifts nothing just ran
+        finally:
+            self.killer.prefix = None
+            if self.cache is not None:
+                self.cache.die_on_delete = False
+
+    @rule(data=st.data())
+    def lose_a_partial(self, data) -> None:
+        """A lifted partial is lost (its row deleted by hand): its batches must be rescanned."""
+        with self.ledger.engine.begin() as connection:
+            spans = connection.execute(sa.select(partials.c.first_batch)).scalars().all()
+            if spans:
+                first = data.draw(st.sampled_from(sorted(spans)), label="partial")
+                connection.execute(partials.delete().where(partials.c.first_batch == first))
+
     @rule()
     def finalise(self) -> None:
         finalise_job(self.tool, self.plan, self.source, self.ledger, self.store, shard_count=1)
@@ -167,6 +234,18 @@ class LedgerMachine(RuleBasedStateMachine):
         if hasattr(self, "plan"):
             held = self.ledger.recorded(self.plan, range(self.plan.batch_count))
             assert held <= set(range(self.plan.batch_count))
+
+    @invariant()
+    def partials_never_overlap(self) -> None:
+        if hasattr(self, "plan"):
+            with self.ledger.engine.connect() as connection:
+                spans = connection.execute(
+                    sa.select(partials.c.first_batch, partials.c.last_batch)
+                    .where(partials.c.generation == self.plan.generation)
+                    .order_by(partials.c.first_batch)
+                ).all()
+            for (_, last), (first, _) in itertools.pairwise(spans):
+                assert last < first, spans
 
     @precondition(lambda self: hasattr(self, "plan"))
     @rule()

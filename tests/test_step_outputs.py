@@ -112,7 +112,7 @@ def _plant(store_url: str, run_id: str, payload: str) -> None:
 def test_plans_and_shard_tasks_travel_as_json_and_come_back_equal(store_url):
     io = StepOutputIOManager(store_url=store_url)
     extent = Extent(1, 900, 800, "17", {"space_id": 3, "as_of": 1_793_491_200})
-    plan = JobPlan("unused_fields", "t1-s001", 2, extent, 100, False, 1.5, "a" * 32)
+    plan = JobPlan("unused_fields", "t1-s001", 2, extent, 100, False, 1.5, "a" * 32, (1, 40, 700))
     task = ShardTask(plan, Shard(1, 3, 5), None)
     io.handle_output(_output("run-j", "shard_1"), task)
     with sa.create_engine(store_url).connect() as connection:
@@ -120,7 +120,8 @@ def test_plans_and_shard_tasks_travel_as_json_and_come_back_equal(store_url):
             sa.select(step_outputs.c.payload).where(step_outputs.c.run_id == "run-j")
         ).scalar()
     assert json.loads(stored)["plan"]["extent"]["watermark"] == "17"
-    assert io.load_input(build_input_context(upstream_output=_output("run-j", "shard_1"))) == task
+    loaded = io.load_input(build_input_context(upstream_output=_output("run-j", "shard_1")))
+    assert loaded == task and loaded.plan.batch(2).first_key == 700
 
 
 def test_a_forged_row_is_refused_with_a_clear_error_and_runs_nothing(store_url, tmp_path):

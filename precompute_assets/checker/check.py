@@ -39,8 +39,10 @@ the ones before it held, so the property named is the cause, not a symptom of an
     see pairs and triples of single batches; this sees a merge whose order matters only on the
     larger partial totals of a fold.
 ``batch-agnostic``
-    Other batch sizes (a third and three times the checked one) give the same report. Broken by
-    contributions that do not add up, such as a count of the batches a field appears in.
+    Other batch sizes (a third and three times the checked one) give the same report, cut as a
+    job cuts them, and so does the key range cut evenly when the catalogue cuts on its keys.
+    Broken by contributions that do not add up, such as a count of the batches a field appears
+    in.
 
 The merge laws compare contributions after encode/decode normalisation; the ways of folding
 compare reports. Equal totals give equal reports (finalise was found deterministic), so only a
@@ -72,7 +74,7 @@ from precompute_assets.checker.subject import ContractViolation, Subject
 from precompute_assets.contract import Extent, ReportTool, ScopeNotFoundError
 from precompute_assets.core.db import connect
 from precompute_assets.core.errors import UnknownScopeError
-from precompute_assets.core.plan import JobPlan
+from precompute_assets.core.plan import JobPlan, cut_on_keys
 from precompute_assets.core.settings import Settings
 from precompute_assets.core.text import format_table, shorten
 from precompute_assets.core.window import reference_params
@@ -146,7 +148,10 @@ def check_tool(
     with connect(source) as connection:
         scope, extent, why_scope = _scope_and_extent(tool, connection, scope)
         size = _batch_size_for(extent, batch_size)
-        plan = JobPlan(tool.name, scope, 1, extent, size, resumed=False, started_at=0.0)
+        starts = cut_on_keys(tool.catalogue, connection, scope, extent, size)
+        plan = JobPlan(
+            tool.name, scope, 1, extent, size, resumed=False, started_at=0.0, batch_starts=starts
+        )
         subject = Subject(tool, source, connection, plan, max_shards, threads, seed)
         checks, violation = run_properties(subject)
     note = "" if size == batch_size else f"lowered from {batch_size:,} to get enough batches"

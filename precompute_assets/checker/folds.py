@@ -12,7 +12,7 @@ from typing import Any
 
 from precompute_assets.checker.subject import ContractViolation, Subject
 from precompute_assets.contract import Batch
-from precompute_assets.core.plan import plan_shards
+from precompute_assets.core.plan import JobPlan, cut_on_keys, plan_shards
 
 SHUFFLES = 5
 SHRINK_SUBSETS = 2_000  # pairs, then triples, tried when shrinking a failing fold
@@ -48,16 +48,27 @@ def order_agnostic(subject: Subject) -> tuple[int, str]:
 def batch_agnostic(subject: Subject) -> tuple[int, str]:
     size = subject.plan.batch_size
     sizes = sorted({max(1, size // 3), size * 3} - {size})
+    cuts = [(f"{other:,}", recut(subject, other)) for other in sizes]
+    if subject.plan.batch_starts is not None:
+        cuts.append(
+            (f"{size:,} cut evenly over the key range", replace(subject.plan, batch_starts=None))
+        )
     described = []
-    for other_size in sizes:
-        plan = replace(subject.plan, batch_size=other_size)
+    for label, plan in cuts:
         batches = [plan.batch(index) for index in range(plan.batch_count)]
         total = subject.fold(subject.scan_all(subject.tool, batches))
         difference = subject.difference(subject.reference_total, total)
         if difference is not None:
-            raise shrink_cut(subject, other_size, plan.batch_count, difference)
-        described.append(f"{other_size:,} ({plan.batch_count})")
-    return len(sizes), f"batch sizes (batches): {', '.join(described)}"
+            raise shrink_cut(subject, plan, label, difference)
+        described.append(f"{label} ({plan.batch_count})")
+    return len(cuts), f"batch sizes (batches): {', '.join(described)}"
+
+
+def recut(subject: Subject, size: int) -> JobPlan:
+    """The subject's plan with batches of ``size``, cut as a job would cut them."""
+    plan = subject.plan
+    starts = cut_on_keys(subject.tool.catalogue, subject.connection, plan.scope, plan.extent, size)
+    return replace(plan, batch_size=size, batch_starts=starts)
 
 
 # -- folding and reports ----------------------------------------------------------------
@@ -155,10 +166,10 @@ def shards(subject: Subject, count: int) -> Arrangement:
     return Arrangement("associative", fold, describe)
 
 
-def shrink_cut(subject: Subject, size: int, batch_count: int, difference: str) -> ContractViolation:
+def shrink_cut(subject: Subject, plan: JobPlan, label: str, difference: str) -> ContractViolation:
     """The smallest other cut that changes the report: one batch split, or two joined."""
     budget = subject.reports_computed + SHRINK_REPORTS
-    if size < subject.plan.batch_size:
+    if plan.batch_size < subject.plan.batch_size:
         for batch, contribution in zip(subject.batches, subject.contributions, strict=True):
             if subject.reports_computed >= budget:
                 break
@@ -190,7 +201,7 @@ def shrink_cut(subject: Subject, size: int, batch_count: int, difference: str) -
                 )
                 return ContractViolation("batch-agnostic", case, found)
     case = (
-        f"batch size {size:,} ({batch_count} batches) differs from "
+        f"batch size {label} ({plan.batch_count} batches) differs from "
         f"{subject.plan.batch_size:,} ({len(subject.batches)} batches)"
     )
     return ContractViolation("batch-agnostic", case, difference)

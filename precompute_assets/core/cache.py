@@ -1,9 +1,9 @@
 """The volatile tier for batch contributions: Redis or memcached, chosen by URL.
 
-With a cache tier, contributions live there during a job (fast, shared by every process and
-machine) while the SQL ledger keeps the jobs. The tier may lose an entry (memcached evicts under
-memory pressure, Redis may be flushed): a missing contribution is normal, not an error, because
-the shard or finalise rescans any planned batch it cannot find.
+With a cache tier, batch contributions live there during a job (fast, shared by every process
+and machine) while the SQL ledger keeps the jobs and the shards' partials. The tier may lose an
+entry (memcached evicts under memory pressure, Redis may be flushed): a missing contribution is
+normal, not an error, because the shard or finalise rescans any planned batch it cannot find.
 """
 
 from __future__ import annotations

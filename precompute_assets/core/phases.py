@@ -1,4 +1,4 @@
-"""The three phases of one job, without Dagster: the ops in ``factory.py`` call these.
+"""The three phases of one job, without Dagster: the ops in ``orchestration/assets.py`` call these.
 
 Keeping them plain functions lets the property-based tests drive the exact code a run executes,
 delivering, redelivering, losing and reordering batches at will.
@@ -17,8 +17,9 @@ from sqlalchemy import Connection, Engine
 from precompute_assets.contract import Batch, ReportTool, ScopeNotFoundError
 from precompute_assets.core.db import connect
 from precompute_assets.core.errors import DatabaseUnavailableError, ScanError
+from precompute_assets.core.fold import Fold
 from precompute_assets.core.ledger import OPEN, Ledger
-from precompute_assets.core.plan import JobPlan, Shard
+from precompute_assets.core.plan import JobPlan, Shard, cut_on_keys
 from precompute_assets.core.report_store import ReportHeader, ReportStore
 from precompute_assets.core.rows import validate_report
 from precompute_assets.core.window import reference_params
@@ -39,6 +40,7 @@ class ShardResult:
     batches_skipped: int
     seconds: float
     job_status: str = OPEN  # anything else: the shard found its job closed and scanned nothing
+    lifted: bool = False  # its batches are folded into one partial in the ledger
 
 
 @dataclass(frozen=True)
@@ -56,14 +58,17 @@ def open_job(
     batch_size: int,
     now: float | None = None,
 ) -> JobPlan:
-    """Initialise: bound the job in the source, then open or resume it in the ledger.
+    """Initialise: bound the job in the source, cut its batches on the actual keys when the
+    catalogue gives them, then open or resume the job in the ledger.
 
     A new job's params gain its reference times (``window.reference_params``).
     """
     now = time.time() if now is None else now
     with connect(source) as connection:
         extent = tool.catalogue.initialise(connection, scope)
-    return ledger.open_job(tool.name, scope, extent, batch_size, reference_params(tool, now))
+        starts = cut_on_keys(tool.catalogue, connection, scope, extent, batch_size)
+    reference = reference_params(tool, now)
+    return ledger.open_job(tool.name, scope, extent, batch_size, reference, starts)
 
 
 def scan_and_record(
@@ -90,23 +95,42 @@ def scan_and_record(
 def run_shard(
     tool: ReportTool[Any], plan: JobPlan, shard: Shard, source: Engine, ledger: Ledger
 ) -> ShardResult:
-    """Scan the shard's batches in order, skipping those already in the ledger.
+    """Scan the shard's batches in order, skipping those already in the ledger, and lift them:
+    their fold becomes one partial in the ledger, in place of their entries.
 
-    A shard whose job another run has closed (or a newer job replaced) scans nothing. One source
-    connection serves the whole shard: opening one per batch costs more than a small batch's
-    query.
+    Each batch is checkpointed as it is scanned, so a shard killed midway resumes at its batch in
+    flight; the batches an earlier attempt recorded are read back for the fold. A shard already
+    lifted scans and lifts nothing; one overlapping a partial of another cut (a resume with
+    another number of shards) records its batches and leaves them unlifted. A shard whose job
+    another run has closed (or a newer job replaced) scans nothing. One source connection serves
+    the whole shard: opening one per batch costs more than a small batch's query.
     """
     started = time.perf_counter()
-    status = ledger.status(plan)
-    if status != OPEN:
-        return ShardResult(shard.index, 0, 0, round(time.perf_counter() - started, 4), status)
-    recorded = ledger.recorded(plan, shard.batch_indices)
-    todo = [index for index in shard.batch_indices if index not in recorded]
+    span = shard.batch_indices
+    fold = Fold(tool, span)
+    liftable = True
+    with ledger.contributions(plan, span) as held:
+        if held is None:
+            return ShardResult(shard.index, 0, 0, _since(started), ledger.status(plan))
+        for batches, contribution, partial in held:
+            if batches.start < span.start or batches.stop > span.stop:
+                liftable = False  # a partial of another cut: folded at finalise, not here
+                fold.cover(range(max(batches.start, span.start), min(batches.stop, span.stop)))
+            else:
+                fold.add(batches, contribution, partial=partial)
+    if fold.partials == [span]:
+        return ShardResult(shard.index, 0, len(span), _since(started), lifted=True)
+    todo = fold.missing()
     with connect(source) as connection:
         for index in todo:
-            scan_and_record(tool, connection, ledger, plan, plan.batch(index))
-    seconds = round(time.perf_counter() - started, 4)
-    return ShardResult(shard.index, len(todo), len(shard.batch_indices) - len(todo), seconds)
+            fold.add(
+                range(index, index + 1),
+                scan_and_record(tool, connection, ledger, plan, plan.batch(index)),
+            )
+    lifted = liftable and bool(span) and ledger.lift(plan, span, fold.total(), fold.partials)
+    return ShardResult(
+        shard.index, len(todo), len(span) - len(todo), _since(started), lifted=lifted
+    )
 
 
 def finalise_job(
@@ -122,17 +146,23 @@ def finalise_job(
 ) -> FinalisedReport | None:
     """Fold exactly the planned batches (rescanning lost ones), commit, close the job.
 
-    None when the job is no longer open: another run sharing it committed its report, or a newer
-    job replaced it. Then nothing is rescanned and nothing committed. ``compute_s`` is the time
-    this run spent on the job's initialise and scans; the report's summary records it with the
-    time spent here, as the report's compute time (a run of many scopes spends its wall time on
-    all of them).
+    The fold streams from the ledger: a partial per lifted shard, then the entries of the batches
+    no partial covers (what a crash left unlifted), a few at a time, so its memory does not grow
+    with the number of batches. None when the job is no longer open: another run sharing it
+    committed its report, or a newer job replaced it. Then nothing is rescanned and nothing
+    committed. ``compute_s`` is the time this run spent on the job's initialise and scans; the
+    report's summary records it with the time spent here, as the report's compute time (a run
+    of many scopes spends its wall time on all of them).
     """
     finalise_started = time.perf_counter()
-    contributions = ledger.contributions(plan)
-    if contributions is None:
-        return None
-    missing = [index for index in range(plan.batch_count) if index not in contributions]
+    fold = Fold(tool, range(plan.batch_count))
+    with ledger.contributions(plan, fold.span) as held:
+        if held is None:
+            return None
+        for batches, contribution, partial in held:
+            fold.add(batches, contribution, partial=partial)
+    folded_from_ledger = fold.entries
+    missing = fold.missing()
     with connect(source) as connection:
         if plan.scope not in tool.catalogue.watermark(connection, [plan.scope]):
             raise ScopeNotFoundError(
@@ -143,10 +173,11 @@ def finalise_job(
         if missing and ledger.status(plan) != OPEN:
             return None
         for index in missing:
-            contributions[index] = scan_and_record(
-                tool, connection, ledger, plan, plan.batch(index)
+            fold.add(
+                range(index, index + 1),
+                scan_and_record(tool, connection, ledger, plan, plan.batch(index)),
             )
-        total = tool.merge([tool.empty(), *(contributions[i] for i in range(plan.batch_count))])
+        total = fold.total()
         rows = validate_report(
             tool, plan.scope, tool.finalise(connection, plan.scope, total, plan.extent.params)
         )
@@ -170,6 +201,8 @@ def finalise_job(
         summary={
             "params": dict(plan.extent.params),
             "batches_folded": plan.batch_count,
+            "partials_folded": len(fold.partials),
+            "batches_folded_unlifted": folded_from_ledger,
             "batches_rescanned_at_finalise": len(missing),
             "resumed": plan.resumed,
             "source_anomalies": source_anomalies(rows),
@@ -179,6 +212,10 @@ def finalise_job(
     store.commit(header, rows)
     ledger.close_job(plan)
     return FinalisedReport(header, rows, missing)
+
+
+def _since(started: float) -> float:
+    return round(time.perf_counter() - started, 4)
 
 
 def source_anomalies(rows: pd.DataFrame, examples: int = 5) -> dict[str, Any]:

@@ -57,11 +57,12 @@ class RunShard:
 
 @dataclass(frozen=True)
 class ShardOutcome:
-    """What a mapped scan step did: batches scanned and skipped, seconds spent per scope, and
-    the scopes whose scan failed."""
+    """What a mapped scan step did: batches scanned and skipped, shards lifted into partials,
+    seconds spent per scope, and the scopes whose scan failed."""
 
     batches_scanned: int = 0
     batches_skipped: int = 0
+    shards_lifted: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     failures: list[ScopeFailure] = field(default_factory=list)
 

@@ -19,7 +19,7 @@ from precompute_assets.core.db import safe_url, write_transaction
 from precompute_assets.core.errors import SchemaVersionError
 
 # The revision these tables are; the newest file in migrations/versions.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 VERSION_TABLE = "alembic_version"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -42,6 +42,8 @@ jobs = sa.Table(
     sa.Column("batch_size", sa.Integer, nullable=False),
     sa.Column("opened_at", sa.Float, nullable=False),
     sa.Column("closed_at", sa.Float, index=True),
+    # JSON list of each batch's first key, when cut on the actual keys; NULL: cut evenly.
+    sa.Column("batch_starts", sa.Text),
 )
 
 batches = sa.Table(
@@ -53,6 +55,20 @@ batches = sa.Table(
     sa.Column("batch", sa.Integer, primary_key=True),
     sa.Column("contribution", sa.Text, nullable=False),
     sa.Column("scanned_at", sa.Float, nullable=False),
+)
+
+# A shard's batches folded into one contribution (the combiner lifted, as Beam's workers do): it
+# replaces the batch entries of batches first_batch..last_batch. A job's partials never overlap.
+partials = sa.Table(
+    "precompute_partials",
+    metadata,
+    sa.Column("tool", sa.String(100), primary_key=True),
+    sa.Column("scope", sa.String(200), primary_key=True),
+    sa.Column("generation", sa.Integer, primary_key=True),
+    sa.Column("first_batch", sa.Integer, primary_key=True),
+    sa.Column("last_batch", sa.Integer, nullable=False),
+    sa.Column("contribution", sa.Text, nullable=False),
+    sa.Column("lifted_at", sa.Float, nullable=False),
 )
 
 # One row per (tool, scope) that always exists once a job was opened: opening a job locks it,

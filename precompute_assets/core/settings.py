@@ -109,7 +109,8 @@ class Settings(SettingsGroup):
         None,
         "PRECOMPUTE_CACHE_URL",
         "`redis://host:6379/0` or `memcached://host:11211`: batch contributions live there during"
-        " a job (the SQL ledger keeps the jobs); a lost entry is rescanned",
+        " a job (the SQL ledger keeps the jobs and the shards' partials); a lost entry is"
+        " rescanned",
         "unset: the SQL ledger",
     )
     job_retention_days: PositiveNumber = setting(

@@ -3,10 +3,11 @@
 ``initialise -> plan_shards (DynamicOut) -> scan_shard (mapped) -> finalise (collect)``
 
 Every scope is a dynamic partition; a run refreshes one scope or a range of them
-(``core/run_work.py``). ``scan_shard`` checkpoints each batch in the ledger and skips
-the batches already there, so a retried shard or a rerun after a crash never counts twice;
-``finalise`` folds exactly the planned batches, rescanning any that is missing, and commits the
-report in one transaction.
+(``core/run_work.py``). ``scan_shard`` checkpoints each batch in the ledger and skips the batches
+already there, so a retried shard or a rerun after a crash never counts twice, then lifts each
+shard's batches into one partial; ``finalise`` folds exactly the planned batches from the
+partials and what a crash left unlifted, rescanning any that is missing, and commits the report
+in one transaction.
 """
 
 import time
@@ -190,7 +191,8 @@ def build_report_asset(
             f"step {work.index}: {len(work.tasks)} shard(s) of "
             f"{len({task.plan.scope for task in work.tasks})} scope(s); scanned "
             f"{outcome.batches_scanned} batches, skipped {outcome.batches_skipped} already in "
-            f"the ledger, in {sum(outcome.seconds.values()):.2f}s"
+            f"the ledger, lifted {outcome.shards_lifted} shard(s) into partials, in "
+            f"{sum(outcome.seconds.values()):.2f}s"
         )
         return Output(
             outcome,
@@ -198,6 +200,7 @@ def build_report_asset(
                 "scopes": len(outcome.seconds),
                 "batches_scanned": outcome.batches_scanned,
                 "batches_skipped": outcome.batches_skipped,
+                "shards_lifted": outcome.shards_lifted,
                 "seconds": round(sum(outcome.seconds.values()), 4),
                 "failed_scopes": len(outcome.failures),
             },
@@ -296,6 +299,7 @@ def _add_result(outcome: ShardOutcome, scope: str, result: ShardResult) -> Shard
         outcome,
         batches_scanned=outcome.batches_scanned + result.batches_scanned,
         batches_skipped=outcome.batches_skipped + result.batches_skipped,
+        shards_lifted=outcome.shards_lifted + int(result.lifted),
         seconds=seconds,
     )
 
