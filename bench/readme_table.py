@@ -112,6 +112,43 @@ def _partitions(query: str) -> Callable[[Figures], str]:
         return f"{', '.join(cells)} ({largest / 1e6:.2g} MB)" if largest > 1e5 else ", ".join(cells)
 
 
+def _ticks(doc: Figures) -> str:
+    sensor = doc.get("sensor", {})
+    if "tick_with_changes_s" not in sensor.get("scopes_100000", {}):
+        return "n/a"
+    sizes = sorted((k for k in sensor if k.startswith("scopes_")), key=lambda k: int(k[7:]))
+    cells = [
+        f"{int(size[7:]):,}: {sensor[size]['tick_with_changes_s']:.2f} s "
+        f"({sensor[size]['sql_statements_per_tick']} statements; "
+        f"{sensor[size]['first_listing_s']:.1f} s)"
+        for size in sizes
+    ]
+    return ", ".join(cells)
+
+
+def _one_scope(doc: Figures) -> str:
+    found = doc.get("one_scope")
+    if found is None:
+        return "n/a"
+    sizes = sorted((k for k in found if k.startswith("scopes_")), key=lambda k: int(k[7:]))
+    small, large = (found[size]["best_ms"] for size in (sizes[0], sizes[-1]))
+    return ", ".join(f"{name} {small[name]:.2f} / {large[name]:.2f}" for name in small)
+
+
+def _fleet_backfill(mode: str) -> Callable[[Figures], str]:
+    def render(doc: Figures) -> str:
+        found = doc.get("fleet", {}).get(mode)
+        if found is None:
+            return "n/a"
+        return (
+            f"{found['scopes']} scopes in {found['runs']} runs, {found['wall_s']:.0f} s: "
+            f"{found['scopes_per_min']:,.0f} scopes/min, compute {found['compute_s']:.1f} s, "
+            f"share {found['compute_share']:.0%}"
+        )
+
+    return render
+
+
 def _finalise(state: str) -> Callable[[Figures], str]:
     """Finalise's time and peak memory at each batch count measured in ``state``."""
 
@@ -213,6 +250,13 @@ FIGURES: list[tuple[str, Callable[[Figures], str]]] = [
         _fleet(_fleet_slots),
     ),
     ("simulated fleet: mean lag behind the source, high / low scopes", _fleet(_fleet_lag)),
+    ("refresh tick by scopes, 1% changed (first listing of a new store)", _ticks),
+    ("one-scope calls at 1,000 / 100,000 scopes, best (ms)", _one_scope),
+    (
+        "fleet backfill of small scopes through the daemon, many to a run",
+        _fleet_backfill("batched"),
+    ),
+    ("the same, one run per scope (fewer scopes)", _fleet_backfill("baseline")),
     ("finalise by batches, every shard lifted: time, peak RSS (+ its own)", _finalise("lifted")),
     (
         "finalise, the last shard left unlifted by a crash (its batches streamed)",
@@ -233,6 +277,13 @@ TARGETS: list[tuple[str, tuple[str, ...]]] = [
     ("peak RSS, 1M over 100k", ("rss_1m_over_100k",)),
     ("stored report read p99 (ms)", ("read_p99_ms",)),
     ("sensor tick at 10,000 scopes (s)", ("sensor_tick_10k_s",)),
+    ("refresh tick at 100,000 scopes, 1% changed (s)", ("sensor_tick_largest_1pct_changed_s",)),
+    ("one-scope calls, 100,000 over 1,000 scopes (worst)", ("one_scope_large_over_small",)),
+    (
+        "fleet backfill: scopes/min, many to a run over one run per scope",
+        ("fleet_scopes_per_min_over_one_run_per_scope",),
+    ),
+    ("fleet backfill: compute share", ("fleet_compute_share",)),
     ("`precompute report` (s)", ("report_command_s",)),
     ("`precompute status` (s)", ("status_command_s",)),
     ("service full reads/s, 2 workers", ("service_reads_per_s_2_workers",)),
