@@ -72,12 +72,6 @@ def _latency(kind: str) -> Callable[[Figures], str]:
     return render
 
 
-def _ticks(doc: Figures) -> str:
-    sensor = doc["sensor"]
-    sizes = sorted((k for k in sensor if k.startswith("scopes_")), key=lambda k: int(k[7:]))
-    return ", ".join(f"{int(size[7:]):,}: {sensor[size]['tick_max_s']:.2f} s" for size in sizes)
-
-
 def _commands(doc: Figures) -> str:
     commands = doc.get("commands")
     if commands is None:
@@ -110,6 +104,8 @@ def _partitions(query: str) -> Callable[[Figures], str]:
         cells = [f"{int(size[11:]):,}: {found[size][query]['best_s']:.2f} s" for size in sizes]
         largest = found[sizes[-1]][query]["response_bytes"]
         return f"{', '.join(cells)} ({largest / 1e6:.2g} MB)" if largest > 1e5 else ", ".join(cells)
+
+    return render
 
 
 def _ticks(doc: Figures) -> str:
@@ -225,7 +221,6 @@ FIGURES: list[tuple[str, Callable[[Figures], str]]] = [
         "read with staleness (`ReportReader.read`), p50 / p99",
         _latency("reader_read_with_staleness"),
     ),
-    ("refresh sensor tick by number of scopes (worst tick)", _ticks),
     ("`precompute report` / `precompute status`, start to end", _commands),
     *(
         (f"service, {label}, {workers} worker(s) (wrk, 64 connections)", _service(kind, workers))
