@@ -344,6 +344,7 @@ def render(docs: list[Figures]) -> str:
         "",
         *(_wrap(text) + "\n" for text in map(_direct_shortfall, names, docs) if text),
         *(_wrap(text) + "\n" for text in [_fleet_note(first)] if text),
+        *(_wrap(text) + "\n" for text in [_backfill_note(first)] if text),
         _wrap("Measured " + "; ".join(map(_provenance, names, docs)) + "."),
         END,
     ]
@@ -354,6 +355,29 @@ def _goal_and_values(docs: list[Figures], keys: tuple[str, ...]) -> list[str]:
     cells = [_target_cell(doc, keys) for doc in docs]
     goal = next((goal for goal, _ in cells if goal), "")
     return [goal, *(value for _, value in cells)]
+
+
+def _backfill_note(doc: Figures) -> str | None:
+    """Where a fleet backfill's time goes when its compute share is missed."""
+    target = doc["targets"].get("fleet_compute_share", {})
+    fleet = doc.get("fleet")
+    if target.get("met") is not False or fleet is None:
+        return None
+    batched = fleet["batched"]
+    runs_s = sum(batched["run_s"])
+    idle_s = batched["wall_s"] * fleet["concurrent_runs"] - runs_s
+    return (
+        f"The fleet backfill's compute share is missed: a scope of {fleet['items_per_scope']:,} "
+        f"work items computes its report in {batched['compute_per_scope_ms']} ms, while its run "
+        f"spends {batched['in_runs_besides_compute_per_scope_ms']} ms more on it, most of it "
+        f"Dagster storing the scope's materialisation and its check evaluation "
+        f"({fleet['event_ms']} ms an event on this instance); the {batched['runs']} runs took "
+        f"{runs_s:.0f} s from start to end, and {idle_s:.0f} s of the run slots' time went to "
+        f"queueing and launching them (a process, the code location). Many scopes to "
+        f"a run still make the fleet {fleet['scopes_per_min_over_baseline']:g}x faster than one "
+        f"run per scope; a share of half needs scopes that compute for longer than their events "
+        f"take, or cheaper events (a PostgreSQL instance near its server)."
+    )
 
 
 def _direct_shortfall(name: str, doc: Figures) -> str | None:
