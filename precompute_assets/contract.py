@@ -262,9 +262,7 @@ class Remediation(ABC):
         """Make the change for ``entities``; return what ``undo`` needs (a JSON value)."""
 
     @abstractmethod
-    def undo(
-        self, source: Connection, scope: str, undo: Any, params: Mapping[str, Any]
-    ) -> None:
+    def undo(self, source: Connection, scope: str, undo: Any, params: Mapping[str, Any]) -> None:
         """Restore exactly what the ``apply`` that returned ``undo`` changed."""
 
 
