@@ -87,6 +87,7 @@ class World:
         return make_plan(self.log, tool, header, records, entities, self.watermark(tool), key)
 
     def run(self, action_id: str, tool=FIELDS):
+        self.log.submit(action_id)
         return run_action(tool, action_id, self.source, self.log, self.store)
 
     def configuration(self, table: str = "space_fields", scope: str = SCOPE) -> set[tuple]:

@@ -164,8 +164,8 @@ class ActionLog:
         return found
 
     def plan_undo(self, applied: Action, key_id: str) -> tuple[Action, bool]:
-        """The undo of a done apply, queued at once, and whether this call made it: an apply is
-        undone once, so asking again returns the undo that exists."""
+        """The plan to undo a done apply, and whether this call made it: an apply is undone
+        once, so asking again returns the undo that exists (``submit`` it as any plan)."""
         create_store_schema(self.engine)
         action_id = uuid.uuid4().hex
         now = time.time()
@@ -193,9 +193,8 @@ class ActionLog:
                         entities=json.dumps([e for e in applied.entities if e["id"] in restored]),
                         params=json.dumps(applied.params, sort_keys=True),
                         key_id=key_id,
-                        status=QUEUED,
+                        status=PLANNED,
                         created_at=now,
-                        submitted_at=now,
                     )
                 )
                 # Batch for batch: undo batch N restores what apply batch N changed.

@@ -149,6 +149,8 @@ def run_action(
     """
     remediation = remediation_of(tool)
     action = _action(log, action_id)
+    if action.status == PLANNED:
+        raise PlanRefused("invalid", f"action {action_id} is a plan nobody submitted")
     batches = log.batches(action_id)
     done_before = sum(1 for batch in batches if batch.done)
     if action.status not in FINISHED:
