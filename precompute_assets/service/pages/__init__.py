@@ -16,7 +16,13 @@ from fastapi.staticfiles import StaticFiles
 
 from precompute_assets.service.dependencies import ServiceState
 from precompute_assets.service.pages import remediation, report, session, spaces
-from precompute_assets.service.pages.common import PageError, PagesState, SignInRequired, render
+from precompute_assets.service.pages.common import (
+    PageError,
+    PagesState,
+    SignInRequired,
+    render,
+    signed_in,
+)
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
 
@@ -37,8 +43,12 @@ def install(app: FastAPI, service: ServiceState, source_url: str) -> None:
 
     @app.exception_handler(PageError)
     async def error_page(request: Request, error: PageError) -> Response:
+        try:
+            admin = signed_in(request)
+        except SignInRequired:
+            admin = None
         return render(
-            request, "problem.html", None, error.status, title=error.title, message=error.message
+            request, "problem.html", admin, error.status, title=error.title, message=error.message
         )
 
 
