@@ -122,3 +122,12 @@ def run_partition(defs, tool_name: str, scope: str, instance: DagsterInstance, *
 
 def source_connection(url: str):
     return create_engine_for(url, must_exist=True).connect()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the test item (``item.rep_call``): fixtures that keep artefacts of
+    a failed test (the browser tests' screenshots) look at it."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
