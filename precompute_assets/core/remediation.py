@@ -68,10 +68,12 @@ def make_plan(
     live_watermark: str | None,
     key_id: str,
     now: float | None = None,
+    tenant: str | None = None,
 ) -> Action:
     """A plan to apply the tool's remediation to ``entity_ids`` of the report (``header`` and
     its ``records``), reviewed by ``key_id``; PlanRefused if the report is stale or the
-    entities are not among its unused ones."""
+    entities are not among its unused ones. ``tenant`` is the scope's, if known better than
+    the report's header knows it."""
     remediation = remediation_of(tool)
     now = time.time() if now is None else now
     if live_watermark is None:
@@ -96,7 +98,7 @@ def make_plan(
     return log.plan(
         tool=tool.name,
         scope=header.scope,
-        tenant=header.tenant,
+        tenant=tenant or header.tenant,
         generation=header.generation,
         watermark=header.watermark,
         entities=[

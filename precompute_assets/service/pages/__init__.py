@@ -36,10 +36,11 @@ def install(app: FastAPI, service: ServiceState, source_url: str) -> None:
 
     @app.exception_handler(SignInRequired)
     async def sign_in_first(request: Request, error: SignInRequired) -> Response:
-        if request.method != "GET" or "application/json" in request.headers.get("accept", ""):
-            return JSONResponse({"error": "signed out: sign in again"}, 401)
+        if "application/json" in request.headers.get("accept", ""):  # the pages' scripts
+            return JSONResponse({"error": "signed out: reload the page and sign in again"}, 401)
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return RedirectResponse(f"/admin/sign-in?next={_quoted(target)}", status_code=303)
+        back = f"?next={_quoted(target)}" if request.method == "GET" else ""
+        return RedirectResponse(f"/admin/sign-in{back}", status_code=303)
 
     @app.exception_handler(PageError)
     async def error_page(request: Request, error: PageError) -> Response:

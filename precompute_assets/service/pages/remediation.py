@@ -56,7 +56,7 @@ def review(
             _seen(pages, report.tool.name, scope, live)
         action = make_plan(
             pages.actions, report.tool, header, report.records, entities, live,
-            admin.key.key_id,
+            admin.key.key_id, tenant=report.tenant,
         )  # fmt: skip
     except PlanRefused as refused:
         return render(

@@ -57,6 +57,7 @@ class ScopeReport:
 
     tool: ReportTool[Any]
     scope: str
+    tenant: str | None
     header: ReportHeader
     records: list[dict[str, Any]]  # as the store keeps them
     rows: list[EntityRow]
@@ -81,6 +82,7 @@ def load_report(pages: PagesState, admin: Admin, tool: str, scope: str) -> Scope
     return ScopeReport(
         found,
         scope,
+        facts.tenant,
         header,
         records,
         [_row(record) for record in records],
