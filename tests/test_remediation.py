@@ -3,7 +3,7 @@ re-verification against the live source, undo, the audit log, and the batch prot
 (any order, twice, resumed after a crash in every place a run can die), on real SQLite files and
 on PostgreSQL.
 
-Wall time: about 8 s on 2 CPUs (a PostgreSQL source is generated once, ~2 s).
+Wall time: about 6 s on 2 CPUs, 3.5 s of it the PostgreSQL test (marked slow: its source).
 """
 
 from __future__ import annotations
@@ -183,6 +183,7 @@ def test_apply_skips_what_gained_a_value_and_undo_restores_exactly(world: World)
     _apply_and_undo(world)
 
 
+@pytest.mark.slow
 def test_apply_and_undo_on_postgresql(postgres_world: World):
     _apply_and_undo(postgres_world)
 
