@@ -43,7 +43,6 @@ PLANNED, QUEUED, RUNNING, DONE, REFUSED, FAILED = (
     "refused",
     "failed",
 )
-IN_FLIGHT = (QUEUED, RUNNING)
 # Plans reviewed and never applied are forgotten after this long.
 PLAN_RETENTION_S = 86_400
 
@@ -72,10 +71,6 @@ class Action:
     created_at: float
     submitted_at: float | None
     finished_at: float | None
-
-    @property
-    def in_flight(self) -> bool:
-        return self.status in IN_FLIGHT
 
     @property
     def names(self) -> dict[str, str]:
