@@ -393,6 +393,8 @@ def test_another_tenants_key_can_neither_see_nor_act(site: Site, walk: Walk):
 
 def test_a_post_without_the_csrf_token_is_refused(site: Site, walk: Walk):
     page = walk.signed_in("t1")
+    [cookie] = [c for c in page.context.cookies() if c["name"] == "precompute_session"]
+    assert (cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (True, "Strict", "/admin")
     apply = f"{site.url}/admin/actions/{site.plan(STORY_SCOPE)}/apply"
     space = f"{site.url}/admin/tools/{TOOL}/spaces/{STORY_SCOPE}"
     for url, form in (
