@@ -15,8 +15,10 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,6 +188,37 @@ def test_apply_skips_what_gained_a_value_and_undo_restores_exactly(world: World)
 @pytest.mark.slow
 def test_apply_and_undo_on_postgresql(postgres_world: World):
     _apply_and_undo(postgres_world)
+
+
+def _together(admins: int, store_url: str, ask) -> list:
+    """``ask(log)`` from ``admins`` threads on connections of their own, released at once."""
+    barrier = threading.Barrier(admins)
+
+    def one(_: int):
+        log = ActionLog(create_engine_for(store_url))
+        barrier.wait(timeout=30)
+        return ask(log)
+
+    with ThreadPoolExecutor(admins) as pool:
+        return list(pool.map(one, range(admins)))
+
+
+@pytest.mark.slow
+def test_admins_posting_at_once_queue_one_apply_and_one_undo(postgres_world: World):
+    """Round after round: of the same plan submitted at once, one submission wins; of undo
+    asked at once, one undo is made and everyone gets it."""
+    world, admins = postgres_world, 6
+    url = world.store_url
+    for _ in range(5):
+        action = world.plan(world.unused()[:1])
+        submitted = _together(admins, url, lambda log, a=action: log.submit(a.action_id))
+        assert sorted(submitted) == [False] * (admins - 1) + [True]
+        done = run_action(FIELDS, action.action_id, world.source, world.log, world.store)
+        undos = _together(admins, url, lambda log, d=done: log.plan_undo(d.action, "k1"))
+        assert len({undo.action_id for undo, _ in undos}) == 1
+        assert sum(made for _, made in undos) == 1
+        world.run(undos[0][0].action_id)
+        world.compute()  # fresh again for the next round
 
 
 def test_work_types_are_removed_from_the_space_and_put_back(world: World):

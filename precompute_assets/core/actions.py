@@ -162,6 +162,14 @@ class ActionLog:
         """The plan to undo a done apply, and whether this call made it: an apply is undone
         once, so asking again returns the undo that exists (``submit`` it as any plan)."""
         create_store_schema(self.engine)
+        try:
+            return self._plan_undo(applied, key_id)
+        except sa.exc.IntegrityError:  # another request made it meanwhile (``undoes`` is unique)
+            existing = self.undo_of(applied.action_id)
+            assert existing is not None
+            return existing, False
+
+    def _plan_undo(self, applied: Action, key_id: str) -> tuple[Action, bool]:
         action_id = uuid.uuid4().hex
         now = time.time()
         with write_transaction(self.engine) as connection:
