@@ -21,8 +21,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/precompute demo
 
-# The report service on the demo's store (README, "Reading reports over HTTP"); keys first:
-# `.venv/bin/precompute keys create --tenant t1`. `make serve SERVE_ARGS="--workers 2"`.
+# The report service and the admin pages (/admin) on the demo's store (README, "For space
+# admins"): `make demo` prints a key of tenant t1; more with `.venv/bin/precompute keys create
+# --tenant t1`. Refreshes and actions need `make ui` running too.
+# `make serve SERVE_ARGS="--workers 2"`.
 SERVE_ARGS ?=
 serve: $(STAMP)
 	$(BIN)/precompute serve $(SERVE_ARGS)

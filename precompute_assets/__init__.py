@@ -1,9 +1,9 @@
 """Asynchronous pre-computed reports on Dagster.
 
 This package root exposes what a tool author uses, and nothing that imports Dagster: the tool
-contract and the ready-made accumulators. The Dagster definitions live in
-``precompute_assets.orchestration.definitions``; the demo source's space catalogue is
-``precompute_assets.demo.Spaces``.
+contract (with its optional remediation) and the ready-made accumulators. The Dagster
+definitions live in ``precompute_assets.orchestration.definitions``; the demo source's space
+catalogue is ``precompute_assets.demo.Spaces``.
 """
 
 from precompute_assets.accumulators import Usage, UsageTool, count_uses, scan_usage, usage_of
@@ -13,6 +13,7 @@ from precompute_assets.contract import (
     Changes,
     Extent,
     MalformedReportError,
+    Remediation,
     ReportTool,
     ScopeCatalogue,
     ScopeChange,
@@ -25,6 +26,7 @@ __all__ = [
     "Changes",
     "Extent",
     "MalformedReportError",
+    "Remediation",
     "ReportTool",
     "ScopeCatalogue",
     "ScopeChange",

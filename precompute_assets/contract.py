@@ -2,14 +2,15 @@
 
 A tool is two parts, as small as Apache Beam's CombineFn: a **scope catalogue** (which scopes
 the source holds, whose they are, how each one stands) and the **combine function** of its
-report (``scan``, ``merge``, ``empty``, ``finalise``). A tool never imports Dagster; the
-framework never knows what the tool's entities are.
+report (``scan``, ``merge``, ``empty``, ``finalise``); optionally a third, its **remediation**
+(``verify``, ``apply``, ``undo``: acting on the entities its report proposes). A tool never
+imports Dagster; the framework never knows what the tool's entities are.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -202,6 +203,8 @@ class ReportTool(ABC, Generic[C]):
     # Days of history the report looks at, back from the UTC midnight of the job's day.
     window_days: ClassVar[int | None] = None
     catalogue: ClassVar[ScopeCatalogue]
+    # What an admin may do to the entities the report proposes, if anything (see Remediation).
+    remediation: ClassVar[Remediation | None] = None
 
     @abstractmethod
     def scan(self, source: Connection, batch: Batch) -> C:
@@ -226,6 +229,60 @@ class ReportTool(ABC, Generic[C]):
         had odd about the entity under ``"anomalies"`` (``{"values_without_time": 2}``), which
         the framework adds up over the report. ``entity_type`` may be omitted.
         """
+
+
+class Remediation(ABC):
+    """An action on a report's unused entities, with its undo: the second phase over a report.
+
+    A tool offers one by setting ``ReportTool.remediation`` to an instance. The framework owns
+    the rest: plans made from a fresh report, refused once it is replaced; batches of at most
+    ``batch_size`` entities, each run as Dagster runs and checkpointed in the store; the audit
+    record of every action; the report's refresh afterwards. For each batch, in one source
+    transaction, it calls ``verify``, then ``apply`` with the entities that still qualify; later,
+    perhaps, ``undo`` with what ``apply`` returned. ``params`` are the report's job params
+    (``space_id``, say) with the reference times of now (``as_of``, ``since``).
+
+    Laws the framework relies on:
+
+    - ``verify`` reads the live source: an entity the report proposed that no longer qualifies
+      (it was used since, or changed) is left out, and the framework lists it as skipped.
+    - ``apply`` changes only the entities it is given, and is idempotent: applied again to the
+      same entities it changes nothing more. It returns what ``undo`` needs, as a JSON value,
+      read in the same transaction before the change (the framework keeps the first return of
+      a batch that is applied again after a crash).
+    - ``undo`` restores exactly what ``apply`` changed, and is idempotent too.
+    - Batches are independent: the framework runs them in any order, and a batch again after a
+      crash. None of the three commits: the framework does, once per batch.
+
+    Example::
+
+        class RemoveFields(Remediation):
+            action = "Remove from the space"
+
+            def verify(self, source, scope, entities, params): ...  # ids still unused
+            def apply(self, source, scope, entities, params): ...   # {"removed": [...]}
+            def undo(self, source, scope, undo, params): ...
+    """
+
+    # The button's words, and what the activity log calls the action: "Remove from the space".
+    action: ClassVar[str]
+    batch_size: ClassVar[int] = 100
+
+    @abstractmethod
+    def verify(
+        self, source: Connection, scope: str, entities: Sequence[str], params: Mapping[str, Any]
+    ) -> Collection[str]:
+        """Which of ``entities`` still qualify, against the live source."""
+
+    @abstractmethod
+    def apply(
+        self, source: Connection, scope: str, entities: Sequence[str], params: Mapping[str, Any]
+    ) -> Any:
+        """Make the change for ``entities``; return what ``undo`` needs (a JSON value)."""
+
+    @abstractmethod
+    def undo(self, source: Connection, scope: str, undo: Any, params: Mapping[str, Any]) -> None:
+        """Restore exactly what the ``apply`` that returned ``undo`` changed."""
 
 
 class ScopeNotFoundError(LookupError):

@@ -131,3 +131,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the test item (``item.rep_call``): fixtures that keep artefacts of
+    a failed test (the browser tests' screenshots) look at it."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from precompute_assets import ReportTool, UsageTool
+from precompute_assets import Remediation, ReportTool, UsageTool
 from precompute_assets.contract import MalformedReportError
 from precompute_assets.core.errors import ToolContractError, UnknownToolError
 from precompute_assets.core.registry import (
@@ -100,6 +100,41 @@ def test_a_tool_needs_a_scope_catalogue():
         ToolContractError, match=r"'no_catalogue' needs a class attribute catalogue"
     ):
         validate_tool(_NoCatalogue)
+
+
+class _Unlabelled(Remediation):
+    batch_size = 10
+
+    def verify(self, source, scope, entities, params): ...
+    def apply(self, source, scope, entities, params): ...
+    def undo(self, source, scope, undo, params): ...
+
+
+class _TwoArgumentUndo(_Unlabelled):
+    action = "Remove"
+
+    def undo(self, source, undo): ...
+
+
+def _with_remediation(remediation: object) -> type:
+    return type("_Acting", (UnusedFields,), {"name": "acting", "remediation": remediation})
+
+
+@pytest.mark.parametrize(
+    ("remediation", "problem"),
+    [
+        ("remove it", r"'acting': remediation must be a precompute_assets.Remediation instance"),
+        (_Unlabelled(), r"'acting': its remediation needs an action"),
+        (_TwoArgumentUndo(), r"'acting': remediation undo takes 3 arguments, the contract pas"),
+    ],
+)
+def test_a_remediation_is_checked_when_its_tool_loads(remediation, problem):
+    with pytest.raises(ToolContractError, match=problem):
+        validate_tool(_with_remediation(remediation))
+    labelled = _TwoArgumentUndo()
+    labelled.batch_size = 0
+    with pytest.raises(ToolContractError, match="batch_size must be a positive integer, got 0"):
+        validate_tool(_with_remediation(labelled))
 
 
 class _BadName(UnusedFields):

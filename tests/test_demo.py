@@ -13,6 +13,7 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from precompute_assets.core.db import create_engine_for, sqlite_url
 from precompute_assets.core.report_store import ReportStore
+from precompute_assets.service.store import ServiceStore
 
 pytestmark = pytest.mark.slow
 
@@ -51,6 +52,11 @@ def test_demo_computes_every_report_and_prints_the_summary(tmp_path, monkeypatch
     header = next(line for line in lines if line.startswith("scope"))
     assert "unused_fields unused" in header and "unused_work_types unused" in header
     assert "make ui" in demo.stdout
+    # A key for the first tenant's admin, to sign in to the pages with.
+    assert "Admin pages: make serve" in demo.stdout
+    key = lines[-1]
+    found = ServiceStore(sqlite_url(tmp_path / ".precompute" / "reports.db")).caller(key)
+    assert found is not None and (found.tenant, found.name) == ("t1", "demo admin")
 
     store = ReportStore(create_engine_for(sqlite_url(tmp_path / ".precompute" / "reports.db")))
     scopes = {h.scope for h in store.headers("unused_fields")}

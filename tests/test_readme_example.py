@@ -15,7 +15,12 @@ from precompute_assets.orchestration.definitions import build_definitions
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-[README_CODE] = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+# The complete example tool (the README's other Python blocks are excerpts).
+[README_CODE] = [
+    block
+    for block in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    if "class StaleWorkTypes" in block
+]
 
 
 def _example_tool():

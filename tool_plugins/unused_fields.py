@@ -19,6 +19,7 @@ from sqlalchemy import Connection, text
 
 from precompute_assets import Batch, Usage, UsageTool, scan_usage, usage_of
 from precompute_assets.demo import Spaces
+from tool_plugins._space_configuration import RemoveFromSpace
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,6 +48,18 @@ FIELDS = text(
     " WHERE a.space_id = :space_id ORDER BY f.id"
 )
 
+# Of the fields :ids of the space, those still unused in the live source: still associated, made
+# by an admin, on no screen of the space, and without a value in the window (or without a time).
+STILL_UNUSED = text(
+    "SELECT a.field_id FROM space_fields a JOIN fields f ON f.id = a.field_id"
+    " WHERE a.space_id = :space_id AND a.field_id IN :ids AND f.origin = 'admin'"
+    " AND NOT EXISTS (SELECT 1 FROM space_screens ss JOIN screen_fields sf"
+    "  ON sf.screen_id = ss.screen_id WHERE ss.space_id = a.space_id AND sf.field_id = a.field_id)"
+    " AND a.field_id NOT IN (SELECT v.field_id FROM work_items w"
+    "  JOIN field_values v ON v.work_item_id = w.id WHERE w.space_id = :space_id"
+    "  AND v.field_id IN :ids AND (v.updated_at IS NULL OR v.updated_at >= :since))"
+)
+
 
 class UnusedFields(UsageTool):
     name = "unused_fields"
@@ -54,6 +67,9 @@ class UnusedFields(UsageTool):
     description = "Fields of a space with no value in two years, on no screen, made by an admin."
     window_days = 730
     catalogue = Spaces(counted="space_fields", limit=700)
+    remediation = RemoveFromSpace(
+        "space_fields", "field_id", STILL_UNUSED, action="Remove from the space"
+    )
 
     def scan(self, source: Connection, batch: Batch) -> Usage:
         params = {

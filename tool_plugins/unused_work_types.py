@@ -14,6 +14,7 @@ from sqlalchemy import Connection, text
 
 from precompute_assets import Batch, Usage, UsageTool, scan_usage, usage_of
 from precompute_assets.demo import Spaces
+from tool_plugins._space_configuration import RemoveFromSpace
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,12 +35,23 @@ WORK_TYPES = text(
     " ON t.id = a.work_type_id WHERE a.space_id = :space_id ORDER BY t.id"
 )
 
+# Of the work types :ids of the space, those still associated that no work item of it uses.
+STILL_UNUSED = text(
+    "SELECT a.work_type_id FROM space_work_types a"
+    " WHERE a.space_id = :space_id AND a.work_type_id IN :ids AND NOT EXISTS ("
+    "  SELECT 1 FROM work_items w WHERE w.space_id = a.space_id"
+    "  AND w.work_type_id = a.work_type_id)"
+)
+
 
 class UnusedWorkTypes(UsageTool):
     name = "unused_work_types"
     entity_type = "work_type"
     description = "Work types of a space that no work item of the space uses."
     catalogue = Spaces(counted="space_work_types", limit=150)
+    remediation = RemoveFromSpace(
+        "space_work_types", "work_type_id", STILL_UNUSED, action="Remove from the space"
+    )
 
     def scan(self, source: Connection, batch: Batch) -> Usage:
         params = {

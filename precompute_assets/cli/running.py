@@ -55,9 +55,10 @@ def demo_command(args: argparse.Namespace) -> int:
         tenants=args.tenants, spaces=args.spaces, work_items=args.work_items, seed=args.seed
     )
     tools = load_tools()
+    settings = Settings.from_env()
     # Entered, the instance is the one definitions load against in this process.
     with project_instance(Path.cwd()) as instance:
-        summary = run_demo(scale, Settings.from_env(), instance, tools)
+        summary = run_demo(scale, settings, instance, tools)
     print()
     print(format_summary(summary, tools))
     print()
@@ -65,7 +66,24 @@ def demo_command(args: argparse.Namespace) -> int:
     example = summary[0].scope if summary else "SCOPE"
     print(f"Read one:    {_program()} report unused_fields {example} --unused-only")
     print("Open the UI: make ui   (then http://127.0.0.1:3000, the runs above are there)")
+    tenants = sorted({h.tenant for row in summary for h in row.headers.values() if h.tenant})
+    if tenants:
+        _print_admin_key(settings, tenants[0])
     return 0
+
+
+def _print_admin_key(settings: Settings, tenant: str) -> None:
+    """A key for the first tenant's admin, printed once, and how to open the admin pages."""
+    from precompute_assets.core.api_keys import ApiKeys
+    from precompute_assets.core.settings import ServiceSettings
+
+    _, key = ApiKeys(create_engine_for(settings.store_url)).create("demo admin", tenant)
+    service = ServiceSettings.from_env()
+    print()
+    print(f"Admin pages: make serve   (then http://{service.host}:{service.port}/admin); keep")
+    print("             make ui running too, for refreshes and actions. Sign in as tenant")
+    print(f"             {tenant}'s admin with this key (shown this once):")
+    print(key)
 
 
 def refresh_command(args: argparse.Namespace) -> int:

@@ -69,7 +69,8 @@ def run_service(
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     print(
         f"serving reports on http://{settings.host}:{settings.port} ({settings.workers} "
-        f"worker(s); OpenAPI at /docs); refreshes through {settings.dagster_url}",
+        f"worker(s); OpenAPI at /docs); refreshes through {settings.dagster_url}\n"
+        f"admin pages: http://{settings.host}:{settings.port}/admin",
         flush=True,
     )
     try:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from precompute_assets.contract import ReportTool, ScopeCatalogue
+from precompute_assets.contract import Remediation, ReportTool, ScopeCatalogue
 from precompute_assets.core.errors import ToolContractError, UnknownToolError
 from precompute_assets.core.settings import ToolSettings
 from precompute_assets.core.text import shorten
@@ -150,6 +150,9 @@ def validate_tool(candidate: Any, origin: str = "") -> ReportTool[Any]:
         raise ToolContractError(
             f"tool {name!r} needs a class attribute catalogue, a precompute_assets.ScopeCatalogue"
         )
+    remediation = getattr(cls, "remediation", None)
+    if remediation is not None:
+        _check_remediation(name, remediation)
     for base, implementation in ((ReportTool, cls), (ScopeCatalogue, type(catalogue))):
         for method in base.__abstractmethods__:
             expected = _arity(getattr(base, method))
@@ -160,6 +163,31 @@ def validate_tool(candidate: Any, origin: str = "") -> ReportTool[Any]:
                     f"{expected}"
                 )
     return candidate if not inspect.isclass(candidate) else cls()
+
+
+def _check_remediation(name: str, remediation: Any) -> None:
+    """A tool's remediation: an instance with the contract's methods, its label, batch size."""
+    if not isinstance(remediation, Remediation):
+        raise ToolContractError(
+            f"tool {name!r}: remediation must be a precompute_assets.Remediation instance, got "
+            f"{type(remediation).__name__}"
+        )
+    action = getattr(remediation, "action", None)
+    if not isinstance(action, str) or not action.strip():
+        raise ToolContractError(f"tool {name!r}: its remediation needs an action (a label)")
+    size = getattr(remediation, "batch_size", None)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ToolContractError(
+            f"tool {name!r}: its remediation's batch_size must be a positive integer, got {size!r}"
+        )
+    for method in Remediation.__abstractmethods__:
+        expected = _arity(getattr(Remediation, method))
+        actual = _arity(getattr(type(remediation), method))
+        if actual != expected:
+            raise ToolContractError(
+                f"tool {name!r}: remediation {method} takes {actual} arguments, the contract "
+                f"passes {expected}"
+            )
 
 
 def quick_check(tool: ReportTool[Any]) -> None:

@@ -19,7 +19,7 @@ from precompute_assets.core.db import safe_url, write_transaction
 from precompute_assets.core.errors import SchemaVersionError
 
 # The revision these tables are; the newest file in migrations/versions.
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 VERSION_TABLE = "alembic_version"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -171,6 +171,63 @@ refresh_requests = sa.Table(
     sa.Column("requested_at", sa.Float),
 )
 
+# Remediation: plans, actions and their batches (the audit log), admin sessions ---------------
+
+# One row per plan an admin reviewed, and what became of it: applying it, or undoing an applied
+# one. Who (the key's id), when, which report generation it came from, its status and result.
+# An apply is undone at most once (``undoes`` is unique).
+actions = sa.Table(
+    "precompute_actions",
+    metadata,
+    sa.Column("action_id", sa.String(32), primary_key=True),
+    sa.Column("tool", sa.String(100), nullable=False),
+    sa.Column("scope", sa.String(200), nullable=False),
+    sa.Column("tenant", sa.String(200)),
+    sa.Column("kind", sa.String(8), nullable=False),  # apply or undo
+    sa.Column("undoes", sa.String(32), unique=True),  # an undo's apply
+    sa.Column("generation", sa.Integer, nullable=False),  # of the report the plan came from
+    sa.Column("watermark", sa.Text, nullable=False),  # that report's
+    sa.Column("entities", sa.Text, nullable=False),  # JSON: [{"id": ..., "name": ...}]
+    sa.Column("params", sa.Text, nullable=False),  # JSON: the report's job params
+    sa.Column("key_id", sa.String(32), nullable=False),
+    # planned, queued, running, done, refused or failed
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("message", sa.Text),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("refresh_run_id", sa.String(64)),
+    sa.Column("applied_count", sa.Integer),
+    sa.Column("skipped_count", sa.Integer),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("submitted_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+)
+
+# Each batch of an action: its entities, then (prepared) those applied and skipped with what
+# undo needs, written while the source's transaction is open, then done once it committed.
+action_batches = sa.Table(
+    "precompute_action_batches",
+    metadata,
+    sa.Column("action_id", sa.String(32), primary_key=True),
+    sa.Column("batch", sa.Integer, primary_key=True),
+    sa.Column("entities", sa.Text, nullable=False),  # JSON list of entity ids
+    sa.Column("applied", sa.Text),  # JSON list, once prepared
+    sa.Column("skipped", sa.Text),  # JSON list, once prepared
+    sa.Column("undo", sa.Text),  # JSON, what the tool's apply returned
+    sa.Column("prepared_at", sa.Float),
+    sa.Column("done_at", sa.Float),
+)
+
+# Signed-in admin pages: the hash of each session's cookie, its key and its CSRF token.
+admin_sessions = sa.Table(
+    "precompute_admin_sessions",
+    metadata,
+    sa.Column("session_hash", sa.String(64), primary_key=True),
+    sa.Column("key_id", sa.String(32), nullable=False),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
+)
+
 # What Dagster passes between steps ------------------------------------------------------------
 
 step_outputs = sa.Table(
@@ -188,6 +245,10 @@ step_outputs = sa.Table(
 
 sa.Index("ix_precompute_report_headers_tool_tenant", headers.c.tool, headers.c.tenant)
 sa.Index("ix_precompute_scope_states_tool_tenant", scope_states.c.tool, scope_states.c.tenant)
+sa.Index("ix_precompute_actions_tenant_created", actions.c.tenant, actions.c.created_at)
+sa.Index(
+    "ix_precompute_actions_scope_created", actions.c.tool, actions.c.scope, actions.c.created_at
+)
 
 
 def create_store_schema(engine: Engine) -> None:

@@ -33,6 +33,7 @@ from precompute_assets.orchestration.assets import (
 from precompute_assets.orchestration.checks import build_freshness_check, build_freshness_job
 from precompute_assets.orchestration.executors import precompute_executor
 from precompute_assets.orchestration.io_managers import ReportIOManager, StepOutputIOManager
+from precompute_assets.orchestration.remediation import build_remediation_job
 from precompute_assets.orchestration.resources import PrecomputeResource
 from precompute_assets.orchestration.sensors import (
     BASELINE_CRON,
@@ -76,7 +77,8 @@ def build_definitions(
     retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
     baseline_cron: str = BASELINE_CRON,
 ) -> Definitions:
-    """Per tool: the report asset, its checks, a partitioned job, its sensors and schedule.
+    """Per tool: the report asset, its checks, a partitioned job, its sensors and schedule, and
+    the job that applies and undoes its remediation, if it offers one.
 
     The environment's settings are validated here, so a bad one fails the code location's load
     with its name rather than a run later. A tool that fails to load is left out, logged, and
@@ -107,6 +109,8 @@ def build_definitions(
         )
         freshness_job = build_freshness_job(tool)
         jobs += [report_job, freshness_job]
+        if tool.remediation is not None:
+            jobs.append(build_remediation_job(tool, runs.max_runtime_s))
         # Sensors and the schedule launch the report asset as its page's Materialize does.
         sensors += [
             build_discovery_sensor(tool, refresh.sensor_interval_s),

@@ -95,6 +95,10 @@ class PrecomputeResource(ConfigurableResource):
     def source_engine(self) -> Engine:
         return _source_engine(self.settings().source_url)
 
+    def source_writer(self) -> Engine:
+        """The source for remediation runs, the only writes the framework makes to it."""
+        return _engine(self.settings().source_url)
+
     def ledger(self) -> Ledger:
         settings = self.settings()
         return _ledger(settings.store_url, settings.cache_url, settings.job_retention_days)

@@ -23,7 +23,7 @@ from precompute_assets.core.settings import (
     ServiceSettings,
     Settings,
 )
-from precompute_assets.service import problems
+from precompute_assets.service import pages, problems
 from precompute_assets.service.dependencies import ServiceState
 from precompute_assets.service.metrics import MetricsMiddleware
 from precompute_assets.service.reports import GenerationCache
@@ -31,7 +31,7 @@ from precompute_assets.service.routers import health, refreshes, reports, scopes
 from precompute_assets.service.routers import tools as tools_routes
 from precompute_assets.service.store import ServiceStore
 
-DESCRIPTION = """Pre-computed reports, one tenant at a time.
+DESCRIPTION = """Pre-computed reports, one tenant at a time. Admins' pages: `/admin`.
 
 Send an API key as `Authorization: Bearer KEY` (`precompute keys create`). A tenant's key sees its
 tenant's scopes; an operator's key sees every tenant. Errors are RFC 9457 problem documents."""
@@ -43,7 +43,9 @@ def create_app(
     settings: ServiceSettings,
     refresh: RefreshSettings | None = None,
     executors: ExecutorSettings | None = None,
+    source_url: str | None = None,
 ) -> FastAPI:
+    """The API and, given the source (plans are made against it), the admin pages."""
     state = ServiceState(
         store=ServiceStore(store_url),
         tools=dict(tools),
@@ -84,16 +86,20 @@ def create_app(
         health.router,
     ):
         app.include_router(router)
+    if source_url is not None:
+        pages.install(app, state, source_url)
     app.add_middleware(MetricsMiddleware)
     return app
 
 
 def from_env() -> FastAPI:
     """The app as the environment configures it (``PRECOMPUTE_*``): uvicorn's factory."""
+    settings = Settings.from_env()
     return create_app(
-        Settings.from_env().store_url,
+        settings.store_url,
         load_tools(),
         ServiceSettings.from_env(),
         RefreshSettings.from_env(),
         ExecutorSettings.from_env(),
+        source_url=settings.source_url,
     )
