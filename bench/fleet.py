@@ -76,6 +76,9 @@ def measure(scopes: int, baseline_scopes: int, scopes_per_run: int, folder: Path
     baseline = _backfill(keys[:baseline_scopes], 1, source_url, folder / "baseline")
     return {
         "event_ms": _event_ms(folder / "batched"),
+        # Whether a PostgreSQL instance (deploy/dagster.yaml) stores an event for less.
+        "event_ms_postgres_instance": _event_ms_postgres(folder / "events-postgres"),
+        "asset_events_per_scope": _asset_events_per_scope(folder / "batched", len(keys)),
         "scopes": scopes,
         "items_per_scope": ITEMS_PER_SCOPE,
         "concurrent_runs": CONCURRENT_RUNS,
@@ -89,9 +92,10 @@ def measure(scopes: int, baseline_scopes: int, scopes_per_run: int, folder: Path
     }
 
 
-def _event_ms(home: Path, events: int = 50) -> float:
-    """What storing one asset event costs on the instance the backfill ran on: each scope of a
-    run stores two (its materialisation and its check evaluation)."""
+def _event_ms(home: Path, events: int = 50, env: dict[str, str] | None = None) -> float:
+    """What storing one asset event costs on the instance at ``home``: a scope costs three (its
+    materialisation planned when the run is created, the materialisation, the check evaluation).
+    """
     import subprocess
 
     measure = (
@@ -104,11 +108,63 @@ def _event_ms(home: Path, events: int = 50) -> float:
         "        instance.report_runless_asset_event(event)\n"
         f"    print((time.perf_counter() - started) / {events} * 1000)\n"
     )
-    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    env = {**os.environ, **(env or {}), "DAGSTER_HOME": str(home)}
     out = subprocess.run(
         [sys.executable, "-c", measure], env=env, capture_output=True, text=True, check=True
     ).stdout
     return round(float(out.strip().splitlines()[-1]), 1)
+
+
+def _event_ms_postgres(home: Path) -> float | None:
+    """The same on a fresh PostgreSQL instance (the production ``deploy/dagster.yaml``) on the
+    local server, or None when it is not running."""
+    import sqlalchemy as sa
+
+    database = "precompute_bench_events"
+    admin = sa.create_engine(
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT"
+    )
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            connection.exec_driver_sql(f"CREATE DATABASE {database}")
+    except sa.exc.OperationalError:
+        return None
+    finally:
+        admin.dispose()
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    shutil.copy(PROJECT / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    connection = {
+        "DAGSTER_PG_USERNAME": "postgres",
+        "DAGSTER_PG_PASSWORD": "",
+        "DAGSTER_PG_HOST": "127.0.0.1",
+        "DAGSTER_PG_PORT": "5432",
+        "DAGSTER_PG_DB": database,
+    }
+    return _event_ms(home, env=connection)
+
+
+def _asset_events_per_scope(home: Path, scopes: int) -> float:
+    """Asset events the backfill's runs stored per scope, planned ones included."""
+    import subprocess
+
+    count = (
+        "from dagster import DagsterEventType as Kind, DagsterInstance\n"
+        "kinds = {Kind.ASSET_MATERIALIZATION_PLANNED, Kind.ASSET_MATERIALIZATION,\n"
+        "         Kind.ASSET_CHECK_EVALUATION_PLANNED, Kind.ASSET_CHECK_EVALUATION}\n"
+        "with DagsterInstance.get() as instance:\n"
+        "    print(sum(\n"
+        "        1 for record in instance.get_run_records()\n"
+        "        for entry in instance.all_logs(record.dagster_run.run_id)\n"
+        "        if entry.dagster_event and entry.dagster_event.event_type in kinds\n"
+        "    ))\n"
+    )
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    out = subprocess.run(
+        [sys.executable, "-c", count], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    return round(int(out.strip().splitlines()[-1]) / scopes, 2)
 
 
 def _scope_keys(source_url: str) -> list[str]:

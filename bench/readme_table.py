@@ -366,17 +366,29 @@ def _backfill_note(doc: Figures) -> str | None:
     batched = fleet["batched"]
     runs_s = sum(batched["run_s"])
     idle_s = batched["wall_s"] * fleet["concurrent_runs"] - runs_s
+    # Per scope, what is not its compute: in its run, and its share of the slots' idle time.
+    besides_ms = batched["in_runs_besides_compute_per_scope_ms"] + idle_s * 1000 / batched["scopes"]
+    even_items = fleet["items_per_scope"] * besides_ms / batched["compute_per_scope_ms"]
+    postgres_ms = fleet.get("event_ms_postgres_instance")
+    on_postgres = (
+        f" ({postgres_ms} ms on a PostgreSQL instance: the cost is Dagster's, per event, not the "
+        f"file system's)"
+        if postgres_ms
+        else ""
+    )
     return (
         f"The fleet backfill's compute share is missed: a scope of {fleet['items_per_scope']:,} "
         f"work items computes its report in {batched['compute_per_scope_ms']} ms, while its run "
         f"spends {batched['in_runs_besides_compute_per_scope_ms']} ms more on it, most of it "
-        f"Dagster storing the scope's materialisation and its check evaluation "
-        f"({fleet['event_ms']} ms an event on this instance); the {batched['runs']} runs took "
-        f"{runs_s:.0f} s from start to end, and {idle_s:.0f} s of the run slots' time went to "
-        f"queueing and launching them (a process, the code location). Many scopes to "
-        f"a run still make the fleet {fleet['scopes_per_min_over_baseline']:g}x faster than one "
-        f"run per scope; a share of half needs scopes that compute for longer than their events "
-        f"take, or cheaper events (a PostgreSQL instance near its server)."
+        f"Dagster storing the scope's {fleet.get('asset_events_per_scope', 2):g} asset events "
+        f"(its materialisation planned when the run is created, the materialisation, the check "
+        f"evaluation) at {fleet['event_ms']} ms an event on this instance{on_postgres}; the "
+        f"{batched['runs']} runs took {runs_s:.0f} s from start to end, and {idle_s:.0f} s of the "
+        f"run slots' time went to queueing and launching them (a process, the code location). "
+        f"Many scopes to a run still make the fleet {fleet['scopes_per_min_over_baseline']:g}x "
+        f"faster than one run per scope; a share of half needs scopes whose compute outweighs "
+        f"their events and their part of the launch: about {round(even_items, -3):,.0f} work "
+        f"items a scope at this rate."
     )
 
 
