@@ -573,22 +573,14 @@ def _dig(figures: dict[str, Any], path: tuple[str, ...]) -> Any:
     return figures
 
 
-def time_service(url: str | None, folder: Path, seconds: int) -> dict[str, Any]:
-    """The service under load, serving the widest report of a small demo source: a space near
-    the limit of 700 fields, so about 700 rows (the large scale's one space has about 100)."""
-    source_url = sqlite_url(folder / "service-source.db")
-    generate_source(source_url, DemoScale(tenants=1, spaces=8, work_items=40_000, seed=11))
-    store_url = _empty_store(url, folder, "service")
-    scope = run_child(
-        "service_load.py", {"prepare": {"source_url": source_url, "store_url": store_url}}
-    )["scope"]
+def time_service(databases: Databases, seconds: int) -> dict[str, Any]:
     return run_child(
         "service_load.py",
         {
-            "store_url": store_url,
-            "source_url": source_url,
+            "store_url": databases.store_url,
+            "source_url": databases.source_url,
             "tool": TOOL,
-            "scope": scope,
+            "scope": SCOPE,
             "seconds": seconds,
         },
     )
@@ -687,7 +679,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.url is None:
         figures.update(measure_fleet(args))
     progress(f"service reads under wrk, {args.service_seconds} s a run")
-    figures["service"] = time_service(args.url, args.folder, args.service_seconds)
+    figures["service"] = time_service(large, args.service_seconds)
     progress(f"the Partitions tab's queries at {args.ui_partitions} partitions")
     figures["partitions_ui"] = partitions_ui.measure(
         args.ui_partitions, args.ui_materialised, args.repeats, args.url, partitions_ui.free_port()

@@ -25,10 +25,7 @@ from processes import start_server, stop_server
 
 from precompute_assets.core.api_keys import ApiKeys
 from precompute_assets.core.db import create_engine_for
-from precompute_assets.core.phases import finalise_job, open_job, run_shard
 from precompute_assets.core.report_store import ReportStore
-from precompute_assets.orchestration.resources import PrecomputeResource
-from tool_plugins.unused_fields import UnusedFields
 
 BENCH_DIR = Path(__file__).resolve().parent
 CONNECTIONS = 64
@@ -122,29 +119,6 @@ def _get(url: str, headers: dict[str, str]) -> tuple[str, int]:
         return got.headers.get("ETag", ""), len(got.read())
 
 
-def prepare(source_url: str, store_url: str) -> dict[str, Any]:
-    """Compute the report of the source's space with the most fields (no Dagster: the phases as
-    plain functions) into the store; its scope."""
-    tool = UnusedFields()
-    precompute = PrecomputeResource(source_url=source_url, store_url=store_url)
-    source, ledger, store = precompute.source_engine(), precompute.ledger(), precompute.store()
-    with source.connect() as connection:
-        scope = connection.exec_driver_sql(
-            "SELECT s.key FROM spaces s JOIN space_fields f ON f.space_id = s.id "
-            "GROUP BY s.key ORDER BY count(*) DESC, s.key LIMIT 1"
-        ).scalar_one()
-    settings = precompute.settings()
-    plan = open_job(tool, scope, source, ledger, settings.batch_size)
-    shards = plan.shards(settings.max_shards)
-    for shard in shards:
-        run_shard(tool, plan, shard, source, ledger)
-    finalise_job(tool, plan, source, ledger, store, shard_count=len(shards))
-    return {"scope": scope}
-
-
 if __name__ == "__main__":
     spec = json.loads(sys.argv[1])
-    if "prepare" in spec:
-        print(json.dumps({**prepare(**spec["prepare"]), "success": True}))
-    else:
-        print(json.dumps({**measure(**spec), "success": True}))
+    print(json.dumps({**measure(**spec), "success": True}))
