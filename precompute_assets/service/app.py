@@ -47,7 +47,7 @@ def create_app(
 ) -> FastAPI:
     """The API and, given the source (plans are made against it), the admin pages."""
     state = ServiceState(
-        store=ServiceStore(store_url),
+        store=ServiceStore(store_url, settings.key_cache_s),
         tools=dict(tools),
         cache=GenerationCache(settings.cached_reports),
         settings=settings,

@@ -55,10 +55,11 @@ def exposition() -> bytes:
 
 class MetricsMiddleware:
     """Counts and times every HTTP request by its route's template (not its path: scopes are
-    unbounded, labels must not be)."""
+    unbounded, labels must not be). Pure ASGI, with each label set's samples looked up once."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
+        self._samples: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -76,7 +77,15 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, sending)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            REQUESTS.labels(template, scope["method"], str(status)).inc()
-            LATENCY.labels(template).observe(time.perf_counter() - started)
+            count, latency = self._samples_of(
+                getattr(scope.get("route"), "path", "unmatched"), scope["method"], status
+            )
+            count.inc()
+            latency.observe(time.perf_counter() - started)
+
+    def _samples_of(self, template: str, method: str, status: int) -> tuple[Any, Any]:
+        found = self._samples.get((template, method, status))
+        if found is None:
+            found = REQUESTS.labels(template, method, str(status)), LATENCY.labels(template)
+            self._samples[(template, method, status)] = found
+        return found
