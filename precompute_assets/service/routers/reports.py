@@ -32,7 +32,7 @@ from precompute_assets.service.encoding import staleness_tail
 from precompute_assets.service.metrics import REPORTS_SERVED
 from precompute_assets.service.models import ReportPage
 from precompute_assets.service.problems import Problem, documented, not_found
-from precompute_assets.service.reports import Cursor, CursorError, Generation, View, iso
+from precompute_assets.service.reports import Cursor, CursorError, Generation, View
 from precompute_assets.service.store import ScopeFacts
 from precompute_assets.service.urls import refresh_path, report_path, with_query
 
@@ -120,9 +120,9 @@ async def read_report(
     if _matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     view = View(unused, sort, limit, None if pinned is None else pinned.after)
-    path = report_path(found.name, scope)
 
     def next_url(after: Cursor) -> str:
+        path = report_path(found.name, scope)
         return with_query(path, sort=sort, unused=_flag(unused), limit=limit, cursor=after.encode())
 
     encoded, following = report.encoded(view, media, next_url)
@@ -172,7 +172,7 @@ def _staleness(tool: ReportTool[Any], report: Generation, facts: ScopeFacts) -> 
     since = header.summary.get("params", {}).get("since")
     current_since = window_start(tool, now)
     return {
-        "computed_at": iso(header.computed_at),
+        "computed_at": report.computed_at,
         "age_s": round(max(0.0, now - header.computed_at), 3),
         "source_changed": facts.source_watermark is not None
         and facts.source_watermark != header.watermark,
