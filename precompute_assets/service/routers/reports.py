@@ -28,7 +28,7 @@ from starlette.datastructures import QueryParams
 from precompute_assets.contract import ReportTool
 from precompute_assets.core.window import window_start
 from precompute_assets.service.dependencies import Caller, ServiceState, authenticate, tool_named
-from precompute_assets.service.encoding import staleness_tail
+from precompute_assets.service.encoding import json_bytes, staleness_tail
 from precompute_assets.service.metrics import REPORTS_SERVED
 from precompute_assets.service.models import ReportPage
 from precompute_assets.service.problems import Problem, documented, not_found
@@ -113,8 +113,8 @@ async def read_report(
             generation=report.generation,
             first=with_query(report_path(found.name, scope), sort=sort, unused=_flag(unused)),
         )
-    staleness = _staleness(found, report, facts)
-    REPORTS_SERVED.labels(found.name, _staleness_label(staleness)).inc()
+    label, tail = _staleness(found, report, facts)
+    REPORTS_SERVED.labels(found.name, label).inc()
     etag = report.etag(media)
     headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL, "Vary": VARY}
     if _matches(request.headers.get("if-none-match"), etag):
@@ -126,9 +126,10 @@ async def read_report(
         return with_query(path, sort=sort, unused=_flag(unused), limit=limit, cursor=after.encode())
 
     encoded, following = report.encoded(view, media, next_url)
-    tail = b"" if media == "csv" else staleness_tail(staleness)
-    if media == "csv" and following is not None:
-        headers["Link"] = f'<{next_url(following)}>; rel="next"'
+    if media == "csv":
+        tail = b""  # the staleness is the JSON answer's only
+        if following is not None:
+            headers["Link"] = f'<{next_url(following)}>; rel="next"'
     if encoded.gzip_start is not None and "gzip" in request.headers.get("accept-encoding", ""):
         headers["Content-Encoding"] = "gzip"
         body = encoded.gzip_body(tail)
@@ -166,26 +167,43 @@ async def _generation(
     return report
 
 
-def _staleness(tool: ReportTool[Any], report: Generation, facts: ScopeFacts) -> dict[str, Any]:
+def _staleness(tool: ReportTool[Any], report: Generation, facts: ScopeFacts) -> tuple[str, bytes]:
+    """How stale the report is: its label in the metrics, and the answer's tail (the staleness
+    document, closing the report's)."""
     now = time.time()
     header = report.header
-    since = header.summary.get("params", {}).get("since")
-    current_since = window_start(tool, now)
-    return {
-        "computed_at": report.computed_at,
-        "age_s": round(max(0.0, now - header.computed_at), 3),
-        "source_changed": facts.source_watermark is not None
-        and facts.source_watermark != header.watermark,
-        "source_watermark": facts.source_watermark,
+    label, before_age, after_age = _staleness_parts(
+        report.computed_at,
+        header.summary.get("params", {}).get("since"),
+        header.watermark,
+        facts.source_watermark,
+        window_start(tool, now),
+    )
+    age = round(max(0.0, now - header.computed_at), 3)
+    return label, before_age + repr(age).encode() + after_age
+
+
+@functools.lru_cache(maxsize=1_024)
+def _staleness_parts(
+    computed_at: str | None,
+    since: int | None,
+    watermark: str | None,
+    source_watermark: str | None,
+    current_since: int | None,
+) -> tuple[str, bytes, bytes]:
+    """The staleness label and the tail's JSON before and after the age, which alone changes
+    from one request to the next."""
+    source_changed = source_watermark is not None and source_watermark != watermark
+    window_moved = current_since is not None and current_since != since
+    label = "source_changed" if source_changed else "window_moved" if window_moved else "fresh"
+    before_age = json_bytes({"computed_at": computed_at})[:-1] + b',"age_s":'
+    after = {
+        "source_changed": source_changed,
+        "source_watermark": source_watermark,
         "window_since": since,
-        "window_moved": current_since is not None and current_since != since,
+        "window_moved": window_moved,
     }
-
-
-def _staleness_label(staleness: dict[str, Any]) -> str:
-    if staleness["source_changed"]:
-        return "source_changed"
-    return "window_moved" if staleness["window_moved"] else "fresh"
+    return label, before_age, b"," + staleness_tail(after)[1:]
 
 
 def _cursor(cursor: str | None, sort: str, unused: bool) -> Cursor | None:
