@@ -102,7 +102,8 @@ METHOD = {
         "route) with 1 then 2 workers, wrk -t2 -c64 on the same 2 CPUs, a tenant's key; full "
         "reads of the report of the space with the most fields of a small source (SERVICE_SCALE: "
         "about 660 rows, 120 KB, as at the limit of 700 fields), If-None-Match reads (304), "
-        "and the ceiling: the same bytes from the same server with no key and no database"
+        "and the ceiling: the same bytes from the same server with no key and no database; the "
+        "three in turn, twice, the best run of each kept"
     ),
     "partitions_ui": "bench/partitions_ui.py measure(): a real dagster-webserver on an instance "
     "of dagster.yaml (SQLite) or, with --url, of deploy/dagster.yaml in a database of that server",
