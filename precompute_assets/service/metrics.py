@@ -7,6 +7,7 @@ With several service processes, each writes its samples under ``PROMETHEUS_MULTI
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import Any
@@ -42,6 +43,13 @@ REFRESHES = Counter(
     ["tool", "outcome"],
 )
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+@functools.cache
+def report_served(tool: str, staleness: str) -> Any:
+    """The counter of reports served of ``tool`` at ``staleness``, looked up once (tools and
+    staleness labels are few)."""
+    return REPORTS_SERVED.labels(tool, staleness)
 
 
 def exposition() -> bytes:

@@ -29,7 +29,7 @@ from precompute_assets.contract import ReportTool
 from precompute_assets.core.window import window_start
 from precompute_assets.service.dependencies import Caller, ServiceState, authenticate, tool_named
 from precompute_assets.service.encoding import json_bytes, staleness_tail
-from precompute_assets.service.metrics import REPORTS_SERVED
+from precompute_assets.service.metrics import report_served
 from precompute_assets.service.models import ReportPage
 from precompute_assets.service.problems import Problem, documented, not_found
 from precompute_assets.service.reports import Cursor, CursorError, Generation, View
@@ -114,7 +114,7 @@ async def read_report(
             first=with_query(report_path(found.name, scope), sort=sort, unused=_flag(unused)),
         )
     label, tail = _staleness(found, report, facts)
-    REPORTS_SERVED.labels(found.name, label).inc()
+    report_served(found.name, label).inc()
     etag = report.etag(media)
     headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL, "Vary": VARY}
     if _matches(request.headers.get("if-none-match"), etag):
