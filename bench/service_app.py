@@ -36,6 +36,8 @@ def build() -> FastAPI:
             body = encoded[(tool, scope)] = start.body(staleness_tail({"ceiling": True}))
         return Response(body, media_type="application/json")
 
+    # First in the routing table: the ceiling pays for matching no other route.
+    app.router.routes.insert(0, app.router.routes.pop())
     return app
 
 

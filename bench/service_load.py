@@ -3,7 +3,9 @@ process, 64 connections, against the real server on loopback.
 
 For one and for two service workers, in one run: full-report reads with a tenant's key; the
 conditional path (``If-None-Match`` with the report's ETag: 304); and the ceiling, the same
-bytes from the same server with no key and no database (``service_app.py``).
+bytes from the same server with no key and no database (``service_app.py``). The three kinds are
+run in turn, ``ROUNDS`` times, and the best run of each is kept (as ``run.py`` does): a burst of
+other work on the machine then hits every kind alike rather than the one it happens to overlap.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from precompute_assets.core.report_store import ReportStore
 
 BENCH_DIR = Path(__file__).resolve().parent
 CONNECTIONS = 64
+ROUNDS = 2
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
@@ -74,6 +77,7 @@ def measure(store_url: str, source_url: str, tool: str, scope: str, seconds: int
     auth = {"Authorization": f"Bearer {key}"}
     results: dict[str, Any] = {"rows": header.row_count, "connections": CONNECTIONS}
     results["seconds_per_run"] = seconds
+    results["rounds"] = ROUNDS
     for workers in (1, 2):
         args = [sys.executable, str(BENCH_DIR / "service_app.py"), str(port), str(workers)]
         server = start_server(
@@ -83,11 +87,18 @@ def measure(store_url: str, source_url: str, tool: str, scope: str, seconds: int
             etag, size = _warm(report_url, auth, workers, server)
             _get(f"{base}/ceiling/{tool}/{scope}", {})
             results["bytes"] = size
-            results[f"workers_{workers}"] = {
-                "full": wrk(report_url, seconds, auth),
-                "conditional": wrk(report_url, seconds, {**auth, "If-None-Match": etag}),
-                "ceiling": wrk(f"{base}/ceiling/{tool}/{scope}", seconds, {}),
+            kinds = {
+                "full": (report_url, auth),
+                "conditional": (report_url, {**auth, "If-None-Match": etag}),
+                "ceiling": (f"{base}/ceiling/{tool}/{scope}", {}),
             }
+            best: dict[str, dict[str, Any]] = {}
+            for _ in range(ROUNDS):
+                for kind, (url, headers) in kinds.items():
+                    timed = wrk(url, seconds, headers)
+                    if kind not in best or timed["reads_per_s"] > best[kind]["reads_per_s"]:
+                        best[kind] = timed
+            results[f"workers_{workers}"] = best
         finally:
             stop_server(server)
     for workers in (1, 2):

@@ -35,6 +35,7 @@ from live_service import PROJECT, TOOL, Service, compute_reports, running_servic
 from precompute_assets.core.api_keys import ApiKeys
 from precompute_assets.core.db import create_engine_for, sqlite_url
 from precompute_assets.core.scope_index import KnownScope, ScopeIndex
+from precompute_assets.core.settings import ServiceSettings
 from precompute_assets.demo.source import DemoScale, generate_source
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
@@ -262,6 +263,18 @@ def test_the_auth_matrix(deployment: Deployment, method: str, path: str):
     # Reads are served; refreshes and run statuses need Dagster, which is down: 503, not 401/404.
     expected = 503 if "refresh" in path else 200
     assert operator.status_code == owner.status_code == expected, operator.text
+
+
+def test_a_revoked_key_is_refused_once_the_key_cache_time_has_passed(deployment: Deployment):
+    keys = ApiKeys(create_engine_for(deployment.store_url))
+    made, key = keys.create("soon revoked", "t1")
+    scope = deployment.scopes["t1"][0]
+    assert deployment.report(scope, key).status_code == 200  # now in the service's key cache
+    keys.revoke(made.key_id)
+    time.sleep(ServiceSettings().key_cache_s + 0.2)
+    for path in (f"/v1/tools/{TOOL}/scopes/{scope}/report", "/v1/tools"):
+        answer = deployment.service.get(path, key)
+        assert answer.status_code == 401, answer.text
 
 
 def test_errors_are_problem_documents_that_say_what_to_do(deployment: Deployment):

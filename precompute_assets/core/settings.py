@@ -260,6 +260,12 @@ class ServiceSettings(SettingsGroup):
         "PRECOMPUTE_SERVICE_CACHED_REPORTS",
         "report generations each service process keeps in memory, encoded (least recently used go)",
     )
+    key_cache_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] = setting(
+        1.0,
+        "PRECOMPUTE_SERVICE_KEY_CACHE_S",
+        "seconds each service process trusts a key it has looked up: a revoked key is refused "
+        "within this time (0: look every request's key up)",
+    )
     dagster_url: str = setting(
         "http://127.0.0.1:3000",
         "PRECOMPUTE_DAGSTER_URL",

@@ -47,7 +47,7 @@ def create_app(
 ) -> FastAPI:
     """The API and, given the source (plans are made against it), the admin pages."""
     state = ServiceState(
-        store=ServiceStore(store_url),
+        store=ServiceStore(store_url, settings.key_cache_s),
         tools=dict(tools),
         cache=GenerationCache(settings.cached_reports),
         settings=settings,
@@ -65,6 +65,9 @@ def create_app(
         version="1",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # The service's metrics are Prometheus's (``/metrics``); FastAPI's native OpenTelemetry
+        # would otherwise look up the global providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.service = state
     problems.install(app)
@@ -79,9 +82,9 @@ def create_app(
         ).response(request)
 
     for router in (
+        reports.router,  # first: the route read under load is matched first
         tools_routes.router,
         scopes.router,
-        reports.router,
         refreshes.router,
         health.router,
     ):

@@ -45,18 +45,24 @@ async def caller(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> ApiKey:
     """The caller's key (``Authorization: Bearer KEY``), or 401. Never logged, never echoed.
+    (``credentials`` puts the bearer scheme in the OpenAPI document.)"""
+    return authenticate(request)
 
-    One indexed lookup, on the event loop: a thread hand-off would cost more than the lookup.
-    """
-    if credentials is None:
+
+def authenticate(request: Request) -> ApiKey:
+    """The key of ``Authorization: Bearer KEY``, or 401; looked up on the event loop (a thread
+    hand-off would cost more than the lookup), cached per process for ``key_cache_s``."""
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
         raise unauthorized(
             "no API key: send `Authorization: Bearer KEY` (`precompute keys create` makes one)"
         )
     state: ServiceState = request.app.state.service
-    key = state.store.caller(credentials.credentials)
-    if key is None:
+    found = state.store.caller(key)
+    if found is None:
         raise unauthorized("this API key is unknown or revoked: ask an operator for a new one")
-    return key
+    return found
 
 
 Caller = Annotated[ApiKey, Depends(caller)]

@@ -7,6 +7,7 @@ With several service processes, each writes its samples under ``PROMETHEUS_MULTI
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import Any
@@ -44,6 +45,13 @@ REFRESHES = Counter(
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
+@functools.cache
+def report_served(tool: str, staleness: str) -> Any:
+    """The counter of reports served of ``tool`` at ``staleness``, looked up once (tools and
+    staleness labels are few)."""
+    return REPORTS_SERVED.labels(tool, staleness)
+
+
 def exposition() -> bytes:
     """Every metric in Prometheus's text format, of every service process."""
     if os.environ.get(MULTIPROCESS_DIR):
@@ -55,10 +63,11 @@ def exposition() -> bytes:
 
 class MetricsMiddleware:
     """Counts and times every HTTP request by its route's template (not its path: scopes are
-    unbounded, labels must not be)."""
+    unbounded, labels must not be). Pure ASGI, with each label set's samples looked up once."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
+        self._samples: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -76,7 +85,15 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, sending)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            REQUESTS.labels(template, scope["method"], str(status)).inc()
-            LATENCY.labels(template).observe(time.perf_counter() - started)
+            count, latency = self._samples_of(
+                getattr(scope.get("route"), "path", "unmatched"), scope["method"], status
+            )
+            count.inc()
+            latency.observe(time.perf_counter() - started)
+
+    def _samples_of(self, template: str, method: str, status: int) -> tuple[Any, Any]:
+        found = self._samples.get((template, method, status))
+        if found is None:
+            found = REQUESTS.labels(template, method, str(status)), LATENCY.labels(template)
+            self._samples[(template, method, status)] = found
+        return found

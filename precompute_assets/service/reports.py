@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import functools
 import hashlib
 import json
 import threading
@@ -123,8 +124,17 @@ class Generation:
 
     def etag(self, media: str) -> str:
         """Weak: the body's staleness ages, its rows and header are this generation's."""
+        return self._etags[media == "csv"]
+
+    @functools.cached_property
+    def _etags(self) -> tuple[str, str]:
         digest = hashlib.sha1(f"{self.tool}\0{self.scope}".encode()).hexdigest()[:10]
-        return f'W/"{digest}-{self.generation}{"-csv" if media == "csv" else ""}"'
+        return f'W/"{digest}-{self.generation}"', f'W/"{digest}-{self.generation}-csv"'
+
+    @functools.cached_property
+    def computed_at(self) -> str | None:
+        """When the report was computed, as ISO text."""
+        return iso(self.header.computed_at)
 
     def page(self, view: View) -> tuple[list[dict[str, Any]], Cursor | None]:
         keys, rows = self._ordered(view.sort, view.unused_only)

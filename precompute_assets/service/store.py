@@ -2,14 +2,18 @@
 
 Engines are made on first use, so the service starts, and answers 503, while the store is
 unreachable, and serves again once it is back. Reads use read-only connections; only the refresh
-lock (``writer``) writes. The two lookups every request makes (its key; the scope's tenant and
+lock (``writer``) writes. The two lookups a request makes (its key; the scope's tenant and
 generation) run on one long-lived driver connection per thread: SQLAlchemy's per-statement work
-(about 100 µs here) would otherwise cost more than the rest of a request.
+(about 100 µs here) would otherwise cost more than the rest of a request. A key found is trusted
+for ``key_cache_s`` (``PRECOMPUTE_SERVICE_KEY_CACHE_S``) before it is looked up again: a revocation
+takes effect within that time. The generation is looked up on every request: a replaced report is
+served at once.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +25,10 @@ from precompute_assets.core.db import check_reachable, connect, create_engine_fo
 from precompute_assets.core.report_store import ReportHeader, ReportStore
 from precompute_assets.core.schema import check_store_schema, headers, scope_states
 from precompute_assets.core.scope_index import KnownScope, ScopeIndex
+
+# Past this many keys in a process's cache it starts again empty: a bound on memory, never hit by
+# a deployment's real keys.
+MAX_CACHED_KEYS = 10_000
 
 
 @dataclass(frozen=True)
@@ -67,8 +75,10 @@ class Lookup:
 class ServiceStore:
     """Everything the service reads, from the store at ``url``."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, key_cache_s: float = 0.0) -> None:
         self.url = url
+        self.key_cache_s = key_cache_s
+        self._keys: dict[str, tuple[ApiKey, float]] = {}  # key hash: the key, trusted until
         self._reader: Engine | None = None
         self._writer: Engine | None = None
         self._has_tables = False
@@ -108,9 +118,23 @@ class ServiceStore:
             check_store_schema(connection)
 
     def caller(self, key: str) -> ApiKey | None:
-        """The key's record, if it is known and not revoked."""
-        row = self._first(key_lookup, {"key_hash": key_hash(key)})
-        return None if row is None or row[-1] is not None else ApiKey(*row)
+        """The key's record, if it is known and was not revoked ``key_cache_s`` ago. Unknown
+        keys are not remembered: a key made a moment ago works at once."""
+        hashed = key_hash(key)
+        now = time.monotonic()
+        cached = self._keys.get(hashed)
+        if cached is not None and now < cached[1]:
+            return cached[0]
+        row = self._first(key_lookup, {"key_hash": hashed})
+        if row is None or row[-1] is not None:
+            self._keys.pop(hashed, None)
+            return None
+        found = ApiKey(*row)
+        if self.key_cache_s > 0:
+            if len(self._keys) >= MAX_CACHED_KEYS:
+                self._keys.clear()
+            self._keys[hashed] = (found, now + self.key_cache_s)
+        return found
 
     def facts(self, tool: str, scope: str) -> ScopeFacts | None:
         """None for a scope the store does not know (no report, never seen by a sensor)."""
