@@ -67,6 +67,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 TOOL = "unused_fields"
 SCOPE = "t1-s001"  # the one space of a single-space source
 CHILD_TIMEOUT_S = 900
+EXECUTORS = ("in_process", "multiprocess")
 CONTIGUOUS = "contiguous_ids (assumes contiguous ids: not general, never chosen)"
 
 
@@ -287,11 +288,14 @@ def time_direct(databases: Databases, usages: dict[str, str]) -> dict[str, dict[
 
 
 def compare_at_scale(
-    databases: Databases, options: Options, usages: dict[str, str]
+    databases: Databases,
+    options: Options,
+    usages: dict[str, str],
+    executors: tuple[str, ...] = EXECUTORS,
 ) -> dict[str, Any]:
     """Interleaved rounds: the framework with each executor and without Dagster, then every
     direct formulation."""
-    runs: dict[str, list[dict[str, Any]]] = {"in_process": [], "multiprocess": []}
+    runs: dict[str, list[dict[str, Any]]] = {executor: [] for executor in executors}
     plain: list[dict[str, Any]] = []
     direct: dict[str, list[dict[str, Any]]] = {name: [] for name in usages}
     for _ in range(options.repeats):
