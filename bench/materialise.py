@@ -119,8 +119,9 @@ def run_without_dagster(spec: dict[str, Any]) -> dict[str, Any]:
     plan = open_job(tool, spec["scope"], source, ledger, spec["batch_size"])
     opened = time.perf_counter()
     shards = plan.shards(spec["max_shards"])
+    threads = precompute.settings().scan_threads
     for shard in shards:
-        run_shard(tool, plan, shard, source, ledger)
+        run_shard(tool, plan, shard, source, ledger, threads)
     scanned = time.perf_counter()
     finalise_job(tool, plan, source, ledger, store, shard_count=len(shards))
     finished = time.perf_counter()

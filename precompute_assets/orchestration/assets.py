@@ -172,13 +172,14 @@ def build_report_asset(
         context: OpExecutionContext, precompute: PrecomputeResource, work: RunShard
     ) -> Output[ShardOutcome]:
         source, ledger = precompute.source_engine(), precompute.ledger()
+        threads = precompute.settings().scan_threads
         outcome = ShardOutcome()
         for task in work.tasks:
             scope = task.plan.scope
             if any(failure.scope == scope for failure in outcome.failures):
                 continue
             try:
-                result = run_shard(tool, task.plan, task.shard, source, ledger)
+                result = run_shard(tool, task.plan, task.shard, source, ledger, threads)
             except PERMANENT_ERRORS as error:
                 outcome.failures.append(ScopeFailure(scope, "scan", str(error)))
                 continue
