@@ -19,6 +19,7 @@ from precompute_assets.core.errors import ScanError
 from precompute_assets.core.phases import open_job, run_shard
 from precompute_assets.core.scanning import scan_batches, usable_threads
 from precompute_assets.demo.source import generate_source
+from precompute_assets.orchestration.assets import SOURCE_POOL
 from precompute_assets.orchestration.definitions import build_definitions
 from precompute_assets.orchestration.resources import PrecomputeResource
 from tool_plugins.unused_fields import UnusedFields
@@ -109,7 +110,14 @@ def test_a_shard_scans_on_as_many_connections_at_once_as_the_setting(
     assert most_at_once == threads
 
 
-def test_threads_are_bounded_by_the_source_pool(tmp_path):
+@pytest.mark.slow
+def test_the_source_concurrency_pool_bounds_a_steps_threads(postgres_source, instance):
+    instance.event_log_storage.set_concurrency_slots(SOURCE_POOL, 2)
+    tool, most_at_once = _run_observed(postgres_source, 3, instance)
+    assert len(tool.backends) == most_at_once == 2
+
+
+def test_threads_are_bounded_by_the_source_engine_pool(tmp_path):
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'pooled.db'}", pool_size=3)
     assert usable_threads(engine, 8) == 3
     assert usable_threads(engine, 2) == 2

@@ -180,6 +180,8 @@ def build_report_asset(
     ) -> Output[ShardOutcome]:
         source, ledger = precompute.source_engine(), precompute.ledger()
         threads = precompute.settings().scan_threads
+        pool_limit = _source_pool_limit(context)
+        threads = threads if pool_limit is None else max(1, min(threads, pool_limit))
         outcome = ShardOutcome()
         for task in work.tasks:
             scope = task.plan.scope
@@ -295,6 +297,15 @@ def build_report_asset(
         return {"result": report, completeness_spec.get_python_identifier(): complete}
 
     return report_asset
+
+
+def _source_pool_limit(context: OpExecutionContext) -> int | None:
+    """The instance's limit on the source pool, if it has one: the scans the source serves at
+    once, which one step's threads never exceed."""
+    for pool in context.instance.event_log_storage.get_pool_limits():
+        if pool.name == SOURCE_POOL:
+            return pool.limit
+    return None
 
 
 def _add_result(outcome: ShardOutcome, scope: str, result: ShardResult) -> ShardOutcome:
