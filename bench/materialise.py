@@ -144,9 +144,13 @@ def _job_args(spec: dict[str, Any]) -> dict[str, Any]:
 def run_with_dagster(spec: dict[str, Any]) -> dict[str, Any]:
     runner = {"in_process": run_in_process, "multiprocess": run_multiprocess}[spec["executor"]]
     # A persistent on-disk instance, as a deployment has: the multiprocess executor needs one.
+    # With ``instance_url``, its storage is in that PostgreSQL database, as in production
+    # (deploy/dagster.yaml); otherwise SQLite files in the temporary folder.
+    storage = spec.get("instance_url")
+    overrides = {"storage": {"postgres": {"postgres_url": storage}}} if storage else None
     with (
         tempfile.TemporaryDirectory(dir=spec.get("tmp_dir")) as home,
-        instance_for_test(temp_dir=home) as instance,
+        instance_for_test(temp_dir=home, overrides=overrides) as instance,
     ):
         instance.add_dynamic_partitions(scopes_partitions(UnusedFields()).name, [spec["scope"]])
         rss_before_kb = memory_kb("VmRSS")

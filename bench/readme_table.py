@@ -267,6 +267,10 @@ TARGETS: list[tuple[str, tuple[str, ...]]] = [
             "framework_over_direct_postgresql_best_executor",
         ),
     ),
+    (
+        "framework / direct at the small scale (PostgreSQL: best executor)",
+        ("framework_over_direct_postgresql_small",),
+    ),
     ("naive / framework", ("naive_over_framework",)),
     ("time per entity, 1M over 100k", ("per_entity_1m_over_100k",)),
     ("peak RSS, 1M over 100k", ("rss_1m_over_100k",)),
