@@ -317,6 +317,7 @@ def summarise_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         **spread(seconds),
         "peak_rss_mb": [round(run["peak_rss_kb"] / 1024, 1) for run in runs],
+        "dagster_events": runs[0]["dagster_events"],
         "rss_before_run_mb": [round(run["rss_before_run_kb"] / 1024, 1) for run in runs],
     }
 
@@ -666,6 +667,7 @@ def describe_run(args: argparse.Namespace, backend: str) -> dict[str, Any]:
             "batch_size": args.batch_size,
             "max_shards": args.max_shards,
             "max_concurrent": args.max_concurrent,
+            "scan_threads": Settings.from_env().scan_threads,
             "repeats": args.repeats,
         },
     }
