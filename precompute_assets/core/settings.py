@@ -109,7 +109,7 @@ class Settings(SettingsGroup):
         2,
         "PRECOMPUTE_SCAN_THREADS",
         "source connections each scan step scans its batches on at once (at most the source"
-        " engine's pool size, 5)",
+        " engine's pool size, 5, and the instance's `precompute_source` pool limit)",
     )
     cache_url: str | None = setting(
         None,
