@@ -74,7 +74,7 @@ def memory_kb(field: str) -> int:
     raise LookupError(field)
 
 
-def run_in_process(spec: dict[str, Any], instance: DagsterInstance) -> tuple[bool, float]:
+def run_in_process(spec: dict[str, Any], instance: DagsterInstance) -> tuple[bool, float, str]:
     tool = UnusedFields()
     job_args = _job_args(spec)
     precompute = PrecomputeResource(**job_args)
@@ -82,10 +82,10 @@ def run_in_process(spec: dict[str, Any], instance: DagsterInstance) -> tuple[boo
     defs.resolve_job_def(report_job_name(tool))  # resolve outside the clock
     started = time.perf_counter()
     result = materialise_scope(defs, tool, spec["scope"], instance)
-    return result.success, time.perf_counter() - started
+    return result.success, time.perf_counter() - started, result.run_id
 
 
-def run_multiprocess(spec: dict[str, Any], instance: DagsterInstance) -> tuple[bool, float]:
+def run_multiprocess(spec: dict[str, Any], instance: DagsterInstance) -> tuple[bool, float, str]:
     job = build_reconstructable_job(
         "materialise",
         make_job.__name__,
@@ -107,7 +107,7 @@ def run_multiprocess(spec: dict[str, Any], instance: DagsterInstance) -> tuple[b
     result = execute_job(
         job, instance=instance, run_config=run_config, tags={"dagster/partition": spec["scope"]}
     )
-    return result.success, time.perf_counter() - started
+    return result.success, time.perf_counter() - started, result.run_id
 
 
 def run_without_dagster(spec: dict[str, Any]) -> dict[str, Any]:
@@ -119,8 +119,9 @@ def run_without_dagster(spec: dict[str, Any]) -> dict[str, Any]:
     plan = open_job(tool, spec["scope"], source, ledger, spec["batch_size"])
     opened = time.perf_counter()
     shards = plan.shards(spec["max_shards"])
+    threads = precompute.settings().scan_threads
     for shard in shards:
-        run_shard(tool, plan, shard, source, ledger)
+        run_shard(tool, plan, shard, source, ledger, threads)
     scanned = time.perf_counter()
     finalise_job(tool, plan, source, ledger, store, shard_count=len(shards))
     finished = time.perf_counter()
@@ -143,16 +144,23 @@ def _job_args(spec: dict[str, Any]) -> dict[str, Any]:
 def run_with_dagster(spec: dict[str, Any]) -> dict[str, Any]:
     runner = {"in_process": run_in_process, "multiprocess": run_multiprocess}[spec["executor"]]
     # A persistent on-disk instance, as a deployment has: the multiprocess executor needs one.
+    # With ``instance_url``, its storage is in that PostgreSQL database, as in production
+    # (deploy/dagster.yaml); otherwise SQLite files in the temporary folder.
+    storage = spec.get("instance_url")
+    overrides = {"storage": {"postgres": {"postgres_url": storage}}} if storage else None
     with (
         tempfile.TemporaryDirectory(dir=spec.get("tmp_dir")) as home,
-        instance_for_test(temp_dir=home) as instance,
+        instance_for_test(temp_dir=home, overrides=overrides) as instance,
     ):
         instance.add_dynamic_partitions(scopes_partitions(UnusedFields()).name, [spec["scope"]])
         rss_before_kb = memory_kb("VmRSS")
-        success, seconds = runner(spec, instance)
+        success, seconds, run_id = runner(spec, instance)
+        # What the run wrote to the instance's event log: Dagster's fixed cost is per event.
+        events = len(instance.all_logs(run_id))
     return {
         "success": success,
         "seconds": round(seconds, 4),
+        "dagster_events": events,
         "peak_rss_kb": memory_kb("VmHWM"),
         "rss_before_run_kb": rss_before_kb,
     }

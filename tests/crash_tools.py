@@ -70,11 +70,19 @@ def make_job(
     scan_log: str,
     kill_batch: int | None = None,
     marker: str | None = None,
+    scan_threads: int = 1,
 ) -> JobDefinition:
-    """The partitioned ``killing_fields_job``, as the framework builds it for any tool."""
+    """The partitioned ``killing_fields_job``, as the framework builds it for any tool.
+
+    One scan thread by default: each shard then scans its batches in order, so a kill at batch K
+    leaves exactly the batches before K checkpointed."""
     tool = KillingFields(scan_log, kill_batch, marker)
     precompute = PrecomputeResource(
-        source_url=source_url, store_url=store_url, batch_size=batch_size, max_shards=max_shards
+        source_url=source_url,
+        store_url=store_url,
+        batch_size=batch_size,
+        max_shards=max_shards,
+        scan_threads=scan_threads,
     )
     defs = build_definitions({tool.name: tool}, precompute, RetryPolicy(max_retries=max_retries))
     return defs.resolve_job_def(JOB_NAME)

@@ -114,7 +114,7 @@ def clean_rows(source_url, tmp_path_factory) -> pd.DataFrame:
     with instance_for_test() as instance:
         assert run_partition(defs, tool.name, SCOPE, instance).success
     header, rows = precompute.store().read(tool.name, SCOPE)
-    assert (header.batch_count, header.shard_count) == (BATCH_COUNT, MAX_SHARDS)
+    assert (header.batch_count, header.shard_count) == (BATCH_COUNT, 1)  # in-process: one
     return rows.drop(columns=["entity_type"])
 
 
@@ -281,8 +281,8 @@ def test_a_run_killed_mid_shard_resumes_by_new_run_and_by_reexecution(
     assert _header(copy).summary["resumed"] is True
 
     # (b) Dagster's re-execution from failure, on the original store: the failed shard and
-    # finalise (which evaluates the completeness check) run again; initialise, plan_shards and
-    # the other shard do not.
+    # finalise (which evaluates the completeness check) run again; initialise and the other
+    # shard do not.
     reexecution_log = tmp_path / "reexecution.log"
     reexecution = _run(
         dagster_instance,
@@ -321,6 +321,36 @@ def test_a_killed_shard_is_retried_in_the_same_run_by_its_retry_policy(
     retry_scans = [index for pid, index in scans if pid != killed_pid and index in shard]
     assert retry_scans == [index for index in shard if index >= kill_batch]
     pd.testing.assert_frame_equal(_rows(store), clean_rows)
+
+
+def test_a_shard_killed_while_scanning_on_two_threads_resumes_from_what_they_checkpointed(
+    dagster_instance, source_url, clean_rows, tmp_path
+):
+    """Two threads scan the shard: the kill at K leaves checkpointed whatever batches either
+    finished, in whatever order they finished; the next run scans exactly the others."""
+    kill_batch = 4
+    store, killed_log = tmp_path / "reports.db", tmp_path / "killed.log"
+    kill = {"kill_batch": kill_batch, "marker": str(tmp_path / "killed"), "max_retries": 0}
+
+    killed = _run(
+        dagster_instance, _job_args(source_url, store, killed_log, **kill, scan_threads=2)
+    )
+
+    assert not killed.success
+    ledger = _ledger(store)
+    entries, spans = ledger
+    shard = _shard_of(kill_batch)
+    scans = _scans(killed_log)
+    [killed_pid] = {pid for pid, index in scans if index == kill_batch}
+    killed_scans = {index for pid, index in scans if pid == killed_pid}
+    assert entries <= killed_scans - {kill_batch} and entries <= set(shard.batch_indices)
+    assert spans == {plan_shards(BATCH_COUNT, MAX_SHARDS)[1 - shard.index].batch_indices}
+
+    resumed_log = tmp_path / "resumed.log"
+    resumed = _run(
+        dagster_instance, _job_args(source_url, store, resumed_log, **kill, scan_threads=2)
+    )
+    _check_resume(resumed, _scans(resumed_log), ledger, store, clean_rows)
 
 
 def test_kill_points_cover_every_shard_boundary():

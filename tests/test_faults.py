@@ -69,19 +69,17 @@ def test_a_run_after_a_failed_run_rescans_only_missing_batches(precompute, insta
     assert not failed.success
     assert precompute.store().header(tool.name, scope) is None
     in_ledger = set(tool.scanned) - {4, 5}
-    missing_after_failure = set(range(max(tool.scanned) + 1)) - in_ledger
 
     tool.scanned.clear()
     tool.fail_always = set()
     rerun = run_partition(flaky_defs, tool.name, scope, instance)
 
     assert rerun.success
-    assert set(tool.scanned) == missing_after_failure and len(tool.scanned) == len(
-        missing_after_failure
-    )
     header = precompute.store().header(tool.name, scope)
+    missing_after_failure = set(range(header.batch_count)) - in_ledger
+    assert {4, 5} <= missing_after_failure
+    assert sorted(tool.scanned) == sorted(missing_after_failure)  # each once
     assert header.summary["resumed"] is True
-    assert header.batch_count == len(in_ledger) + len(missing_after_failure)
     pd.testing.assert_frame_equal(_rows(precompute, tool.name, scope), clean)
 
 

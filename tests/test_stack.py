@@ -172,8 +172,8 @@ def test_the_stack_computes_a_report_launched_from_its_webserver_and_stops_clean
     worker_logs = "".join(
         log.read_text() for log in (stack.home / "server-logs").glob("celery-*.log")
     )
-    # initialise, plan_shards, the scan shards and finalise: each a task a worker ran.
-    assert worker_logs.count("succeeded in") >= 3 + header.shard_count, stack.logs()
+    # initialise, the scan shards and finalise: each a task a worker ran.
+    assert worker_logs.count("succeeded in") >= 2 + header.shard_count, stack.logs()
 
     assert processes_of(stack.home), "the servers should carry the stack's DAGSTER_HOME"
     os.killpg(stack.script.process.pid, signal.SIGINT)  # what Ctrl-C in its terminal sends

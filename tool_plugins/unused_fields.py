@@ -24,11 +24,13 @@ from tool_plugins._space_configuration import RemoveFromSpace
 if TYPE_CHECKING:
     import pandas as pd
 
-# The batch's work items by their key range, then each one's values by key: both SQLite and
-# PostgreSQL plan this as index range scan and nested loop.
+# The batch's work items and their values, both by key range: the join implies the range on
+# the values, and saying it lets PostgreSQL read them with one range scan of their key rather
+# than a sequential scan of the whole table (which it picks for a small table: 50 times slower).
 BATCH_VALUES = (
     " FROM work_items w JOIN field_values v ON v.work_item_id = w.id"
-    " WHERE w.id BETWEEN :first AND :last AND w.space_id = :space_id"
+    " WHERE w.id BETWEEN :first AND :last AND v.work_item_id BETWEEN :first AND :last"
+    " AND w.space_id = :space_id"
 )
 SCAN = text(
     "SELECT v.field_id, COUNT(*), COUNT(CASE WHEN v.updated_at < :since THEN 1 END),"

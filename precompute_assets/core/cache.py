@@ -68,12 +68,13 @@ class RedisCache(ContributionCache):
 
 class MemcachedCache(ContributionCache):
     def __init__(self, url: str, ttl_s: int = DEFAULT_TTL_S) -> None:
-        from pymemcache.client.base import Client
+        from pymemcache.client.base import PooledClient
 
         parsed = urlparse(url)
         self.url = url
         self.ttl_s = ttl_s
-        self.client = Client(
+        # A shard's scan threads record their batches at once: a pooled client is thread-safe.
+        self.client = PooledClient(
             (parsed.hostname or "127.0.0.1", parsed.port or 11211),
             connect_timeout=5,
             timeout=10,

@@ -202,6 +202,11 @@ class Ledger:
             "scanned_at": time.time(),
         }
         with write_transaction(self.engine) as connection:
+            if connection.dialect.name == "postgresql":
+                # A checkpoint need not wait for the disk: the entries a server crash loses are
+                # missing, and missing batches are rescanned. Its transaction stays atomic, and
+                # the lift after it (a normal commit) flushes it. Half a batch's write time.
+                connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
             insert = dialect_insert(connection)(batches).values(**values)
             connection.execute(
                 insert.on_conflict_do_update(

@@ -22,6 +22,7 @@ from precompute_assets.core.ledger import OPEN, Ledger
 from precompute_assets.core.plan import JobPlan, Shard, cut_on_keys
 from precompute_assets.core.report_store import ReportHeader, ReportStore
 from precompute_assets.core.rows import validate_report
+from precompute_assets.core.scanning import scan_batches
 from precompute_assets.core.window import reference_params
 
 # Failures worth another attempt: the database or the network, not the tool or the data.
@@ -93,17 +94,22 @@ def scan_and_record(
 
 
 def run_shard(
-    tool: ReportTool[Any], plan: JobPlan, shard: Shard, source: Engine, ledger: Ledger
+    tool: ReportTool[Any],
+    plan: JobPlan,
+    shard: Shard,
+    source: Engine,
+    ledger: Ledger,
+    threads: int = 1,
 ) -> ShardResult:
-    """Scan the shard's batches in order, skipping those already in the ledger, and lift them:
-    their fold becomes one partial in the ledger, in place of their entries.
+    """Scan the shard's batches, skipping those already in the ledger, and lift them: their fold
+    becomes one partial in the ledger, in place of their entries.
 
     Each batch is checkpointed as it is scanned, so a shard killed midway resumes at its batch in
     flight; the batches an earlier attempt recorded are read back for the fold. A shard already
     lifted scans and lifts nothing; one overlapping a partial of another cut (a resume with
     another number of shards) records its batches and leaves them unlifted. A shard whose job
-    another run has closed (or a newer job replaced) scans nothing. One source connection serves
-    the whole shard: opening one per batch costs more than a small batch's query.
+    another run has closed (or a newer job replaced) scans nothing. The batches are scanned on
+    up to ``threads`` source connections at once (``scanning.scan_batches``).
     """
     started = time.perf_counter()
     span = shard.batch_indices
@@ -121,12 +127,12 @@ def run_shard(
     if fold.partials == [span]:
         return ShardResult(shard.index, 0, len(span), _since(started), lifted=True)
     todo = fold.missing()
-    with connect(source) as connection:
-        for index in todo:
-            fold.add(
-                range(index, index + 1),
-                scan_and_record(tool, connection, ledger, plan, plan.batch(index)),
-            )
+
+    def scan(connection: Connection, index: int) -> Any:
+        return scan_and_record(tool, connection, ledger, plan, plan.batch(index))
+
+    for index, contribution in scan_batches(source, todo, threads, scan):
+        fold.add(range(index, index + 1), contribution)
     lifted = liftable and bool(span) and ledger.lift(plan, span, fold.total(), fold.partials)
     return ShardResult(
         shard.index, len(todo), len(span) - len(todo), _since(started), lifted=lifted

@@ -34,13 +34,15 @@ class RunPlan:
     """The jobs a run opened, one per scope, and the scopes it could not open.
 
     ``initialise_s`` is the time each scope's initialise took, for its report's compute time;
-    ``evictions_before`` the cache tier's eviction count then (None without a cache tier).
+    ``evictions_before`` the cache tier's eviction count then (None without a cache tier);
+    ``shards`` how many shards each scope's job was cut into.
     """
 
     plans: list[JobPlan]
     failures: list[ScopeFailure] = field(default_factory=list)
     initialise_s: dict[str, float] = field(default_factory=dict)
     evictions_before: int | None = None
+    shards: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,12 @@ class Settings(SettingsGroup):
     )
     batch_size: PositiveInt = setting(5_000, "PRECOMPUTE_BATCH_SIZE", "entities per scanned batch")
     max_shards: PositiveInt = setting(4, "PRECOMPUTE_MAX_SHARDS", "most mapped scan steps per job")
+    scan_threads: PositiveInt = setting(
+        2,
+        "PRECOMPUTE_SCAN_THREADS",
+        "source connections each scan step scans its batches on at once (at most the source"
+        " engine's pool size, 5, and the instance's `precompute_source` pool limit)",
+    )
     cache_url: str | None = setting(
         None,
         "PRECOMPUTE_CACHE_URL",

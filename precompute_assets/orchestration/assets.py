@@ -1,6 +1,6 @@
 """The asset factory: one partitioned, graph-backed report asset per tool.
 
-``initialise -> plan_shards (DynamicOut) -> scan_shard (mapped) -> finalise (collect)``
+``initialise (the jobs, and their shards as a DynamicOut) -> scan_shard (mapped) -> finalise``
 
 Every scope is a dynamic partition; a run refreshes one scope or a range of them
 (``core/run_work.py``). ``scan_shard`` checkpoints each batch in the ledger and skips the batches
@@ -64,6 +64,7 @@ from precompute_assets.core.run_work import (
 )
 from precompute_assets.core.settings import SCOPES_PER_RUN
 from precompute_assets.core.text import markdown_table
+from precompute_assets.orchestration.executors import concurrent_steps
 from precompute_assets.orchestration.resources import PrecomputeResource
 
 # The one retry policy of every op: a step that failed for a reason that may pass (the database,
@@ -137,15 +138,23 @@ def build_report_asset(
             description="Every planned batch was folded and the report has one row per entity.",
         )
 
-    @op(name=f"{tool.name}_initialise", out=Out(RunPlan), retry_policy=retry_policy)
-    def initialise(context: OpExecutionContext, precompute: PrecomputeResource) -> RunPlan:
+    # One step opens the jobs and cuts them into shards: a step of its own would cost its events
+    # (start, input, output, success) and nothing else.
+    @op(
+        name=f"{tool.name}_initialise",
+        out={"run_plan": Out(RunPlan), "shards": DynamicOut(RunShard)},
+        retry_policy=retry_policy,
+    )
+    def initialise(
+        context: OpExecutionContext, precompute: PrecomputeResource
+    ) -> Iterator[Output[RunPlan] | DynamicOutput[RunShard]]:
         ledger, source = precompute.ledger(), precompute.source_engine()
-        batch_size = precompute.settings().batch_size
+        settings = precompute.settings()
         plans, failures, seconds = [], [], {}
         for scope in context.partition_keys:
             started = time.perf_counter()
             try:
-                plan = open_job(tool, scope, source, ledger, batch_size)
+                plan = open_job(tool, scope, source, ledger, settings.batch_size)
             except PERMANENT_ERRORS as error:
                 failures.append(ScopeFailure(scope, "initialise", str(error)))
                 continue
@@ -154,31 +163,32 @@ def build_report_asset(
         if not plans:
             raise Failure(description=_failed(failures), allow_retries=False)
         context.log.info(_opened(tool, plans, failures))
-        return RunPlan(plans, failures, seconds, ledger.evictions())
-
-    @op(name=f"{tool.name}_plan_shards", out=DynamicOut(RunShard), retry_policy=retry_policy)
-    def plan_shards(
-        context: OpExecutionContext, precompute: PrecomputeResource, run_plan: RunPlan
-    ) -> Iterator[DynamicOutput[RunShard]]:
-        max_shards = precompute.settings().max_shards
-        shards = spread_shards(run_plan.plans, max_shards, run_plan.evictions_before)
+        # More shards than the executor runs steps at once only add steps (one in-process).
+        steps = concurrent_steps(context.run_config)
+        max_shards = settings.max_shards if steps is None else min(settings.max_shards, steps)
+        evictions = ledger.evictions()
+        shards = spread_shards(plans, max_shards, evictions)
+        yield Output(RunPlan(plans, failures, seconds, evictions, shard_counts(shards)), "run_plan")
         # Dagster needs at least one output for the collect step to run; a run of empty scopes
         # gets one step with nothing to scan.
         for work in shards or [RunShard(0, [])]:
-            yield DynamicOutput(work, mapping_key=work.mapping_key)
+            yield DynamicOutput(work, mapping_key=work.mapping_key, output_name="shards")
 
     @op(name=f"{tool.name}_scan_shard", retry_policy=retry_policy, pool=SOURCE_POOL)
     def scan_shard(
         context: OpExecutionContext, precompute: PrecomputeResource, work: RunShard
     ) -> Output[ShardOutcome]:
         source, ledger = precompute.source_engine(), precompute.ledger()
+        threads = precompute.settings().scan_threads
+        pool_limit = _source_pool_limit(context)
+        threads = threads if pool_limit is None else max(1, min(threads, pool_limit))
         outcome = ShardOutcome()
         for task in work.tasks:
             scope = task.plan.scope
             if any(failure.scope == scope for failure in outcome.failures):
                 continue
             try:
-                result = run_shard(tool, task.plan, task.shard, source, ledger)
+                result = run_shard(tool, task.plan, task.shard, source, ledger, threads)
             except PERMANENT_ERRORS as error:
                 outcome.failures.append(ScopeFailure(scope, "scan", str(error)))
                 continue
@@ -221,13 +231,12 @@ def build_report_asset(
         context: OpExecutionContext,
         precompute: PrecomputeResource,
         run_plan: RunPlan,
-        run_shards: list[RunShard],
         outcomes: list[ShardOutcome],
     ) -> Iterator[AssetMaterialization | AssetCheckEvaluation]:
         source, ledger, store = precompute.source_engine(), precompute.ledger(), precompute.store()
         failures = [*run_plan.failures, *(f for outcome in outcomes for f in outcome.failures)]
         failed = {failure.scope for failure in failures}
-        shards = shard_counts(run_shards)
+        shards = run_plan.shards
         scanning = _seconds_by_scope(outcomes)
         committed = 0
         for plan in run_plan.plans:
@@ -283,14 +292,20 @@ def build_report_asset(
         backfill_policy=BackfillPolicy.multi_run(scopes_per_run),
     )
     def report_asset():
-        run_plan = initialise()
-        run_shards = plan_shards(run_plan)
-        report, complete = finalise(
-            run_plan, run_shards.collect(), run_shards.map(scan_shard).collect()
-        )
+        run_plan, run_shards = initialise()
+        report, complete = finalise(run_plan, run_shards.map(scan_shard).collect())
         return {"result": report, completeness_spec.get_python_identifier(): complete}
 
     return report_asset
+
+
+def _source_pool_limit(context: OpExecutionContext) -> int | None:
+    """The instance's limit on the source pool, if it has one: the scans the source serves at
+    once, which one step's threads never exceed."""
+    for pool in context.instance.event_log_storage.get_pool_limits():
+        if pool.name == SOURCE_POOL:
+            return pool.limit
+    return None
 
 
 def _add_result(outcome: ShardOutcome, scope: str, result: ShardResult) -> ShardOutcome:

@@ -12,6 +12,8 @@ sensor and the baseline schedule pick one from the entity count of the scope's l
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
 from dagster import (
@@ -65,6 +67,19 @@ def precompute_executor(init_context: InitExecutorContext) -> Executor:
             instance=init_context.instance,
         )
     )
+
+
+def concurrent_steps(run_config: Mapping[str, Any]) -> int | None:
+    """How many steps a run of ``precompute_executor`` runs at once, from its run config: one
+    in-process (the default), the multiprocess executor's ``max_concurrent`` (unset or 0: one
+    per CPU, as Dagster's), None for celery (its workers decide)."""
+    chosen = (run_config.get("execution") or {}).get("config") or {"in_process": {}}
+    [(name, config)] = chosen.items()
+    if name == "in_process":
+        return 1
+    if name == "multiprocess":
+        return (config or {}).get("max_concurrent") or os.cpu_count() or 1
+    return None
 
 
 def executor_for(entity_count: int | None, settings: ExecutorSettings) -> str:

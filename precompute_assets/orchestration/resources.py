@@ -52,6 +52,7 @@ class PrecomputeResource(ConfigurableResource):
     store_url: str | None = _described(Settings, "store_url")
     batch_size: int | None = _described(Settings, "batch_size")
     max_shards: int | None = _described(Settings, "max_shards")
+    scan_threads: int | None = _described(Settings, "scan_threads")
     cache_url: str | None = _described(Settings, "cache_url")
     job_retention_days: float | None = _described(Settings, "job_retention_days")
     threshold: float | None = _described(RefreshSettings, "threshold")
