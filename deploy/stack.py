@@ -35,7 +35,7 @@ from processes import (
     Server,
     celery_worker_command,
     start_server,
-    stop_server,
+    stop_servers,
     wait_for_celery_workers,
 )
 
@@ -180,9 +180,8 @@ def check_running(servers: list[Server]) -> None:
 
 
 def stop_all(servers: list[Server]) -> None:
-    """Workers and daemon first, so that no new step starts while the webserver goes."""
-    for server in reversed(servers):
-        stop_server(server)
+    """Workers and daemon signalled first, so that no new step starts while the webserver goes."""
+    stop_servers(list(reversed(servers)))
 
 
 def summary(config: StackConfig, env: Mapping[str, str], servers: list[Server]) -> str:

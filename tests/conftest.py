@@ -124,6 +124,7 @@ def source_connection(url: str):
     return create_engine_for(url, must_exist=True).connect()
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the node ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under ``pytest -n N --dist loadgroup`` a module's tests stay on one worker, so that its
     shared servers start once; modules that share an outside resource name a group of their

@@ -25,10 +25,10 @@ from precompute_assets.orchestration.resources import PrecomputeResource
 from tool_plugins.unused_fields import UnusedFields
 
 PROBE = "/* scan probe */"
-# Every session running a probe now, but the one asking.
+# Every session running a probe on this test's database now, but the one asking.
 RUNNING_PROBES = sa.text(
     "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
-    " AND pid <> pg_backend_pid() AND query LIKE :probe"
+    " AND datname = current_database() AND pid <> pg_backend_pid() AND query LIKE :probe"
 )
 BATCHES = 6
 
