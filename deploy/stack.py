@@ -56,7 +56,8 @@ BROKER = ("127.0.0.1", 5672)  # dagster-celery's default broker: RabbitMQ on thi
 
 
 class Stopped(Exception):
-    """SIGTERM, turned into an exception so that the servers are stopped on the way out."""
+    """SIGINT or SIGTERM, turned into an exception so that the servers are stopped on the way
+    out."""
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,9 @@ def _raise_stopped(signum: int, frame: FrameType | None) -> None:
 
 
 def run(config: StackConfig) -> int:
-    signal.signal(signal.SIGTERM, _raise_stopped)
+    # SIGINT too: a shell starting the stack in the background leaves it ignored.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, _raise_stopped)
     env = stack_env(config)
     prepare(config, env)
     servers = start(config, env)
@@ -221,8 +224,8 @@ def run(config: StackConfig) -> int:
         while True:
             check_running(servers)
             time.sleep(1)
-    except (KeyboardInterrupt, Stopped):
-        print("stopping the stack", flush=True)
+    except Stopped as stopped:
+        print(f"stopping the stack ({stopped})", flush=True)
         return 0
     finally:
         stop_all(servers)
