@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 import urllib.request
@@ -30,7 +31,7 @@ from typing import Any
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "deploy"))
 
-from processes import server_group  # noqa: E402
+from processes import daemon_command, server_group, webserver_command  # noqa: E402
 
 from precompute_assets.core.db import create_engine_for, sqlite_url  # noqa: E402
 from precompute_assets.core.report_store import ReportStore  # noqa: E402
@@ -41,7 +42,6 @@ ASSET = f"{TOOL}_report"
 CONCURRENT_RUNS = 2  # dagster.yaml's max_concurrent_runs
 ITEMS_PER_SCOPE = 1_000
 TIMEOUT_S = 1_800
-BIN = Path(sys.executable).parent
 
 LAUNCH_BACKFILL = """
 mutation ($params: LaunchBackfillParams!) {
@@ -96,8 +96,6 @@ def _event_ms(home: Path, events: int = 50, env: dict[str, str] | None = None) -
     """What storing one asset event costs on the instance at ``home``: a scope costs three (its
     materialisation planned when the run is created, the materialisation, the check evaluation).
     """
-    import subprocess
-
     measure = (
         "import time; from dagster import AssetKey, AssetMaterialization, DagsterInstance\n"
         "with DagsterInstance.get() as instance:\n"
@@ -147,8 +145,6 @@ def _event_ms_postgres(home: Path) -> float | None:
 
 def _asset_events_per_scope(home: Path, scopes: int) -> float:
     """Asset events the backfill's runs stored per scope, planned ones included."""
-    import subprocess
-
     count = (
         "from dagster import DagsterEventType as Kind, DagsterInstance\n"
         "kinds = {Kind.ASSET_MATERIALIZATION_PLANNED, Kind.ASSET_MATERIALIZATION,\n"
@@ -193,20 +189,12 @@ def _backfill(keys: list[str], scopes_per_run: int, source_url: str, home: Path)
     _register(env, keys)
     port = _free_port()
     with ExitStack() as servers:
-        webserver = [str(BIN / "dagster-webserver"), "-w", str(PROJECT / "workspace.yaml")]
         servers.enter_context(
-            server_group(
-                "webserver",
-                [*webserver, "-h", "127.0.0.1", "-p", str(port)],
-                env,
-                home / "logs",
-                PROJECT,
-            )
+            server_group("webserver", webserver_command(port), env, home / "logs", PROJECT)
         )
         graphql = _GraphQL(port)
         graphql.wait_loaded()
-        daemon = [str(BIN / "dagster-daemon"), "run", "-w", str(PROJECT / "workspace.yaml")]
-        servers.enter_context(server_group("daemon", daemon, env, home / "logs", PROJECT))
+        servers.enter_context(server_group("daemon", daemon_command(), env, home / "logs", PROJECT))
         launched = time.time()
         backfill_id = graphql.launch_backfill(keys)
         runs = graphql.wait_for_runs(backfill_id, len(keys), scopes_per_run)
@@ -249,8 +237,6 @@ def _figures(
 
 
 def _register(env: dict[str, str], keys: list[str]) -> None:
-    import subprocess
-
     register = (
         "import sys; from dagster import DagsterInstance\n"
         "with DagsterInstance.get() as instance:\n"

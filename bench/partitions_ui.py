@@ -51,7 +51,7 @@ from precompute_assets.core.db import sqlite_url
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "deploy"))  # the servers' process groups: deploy/processes.py
 
-from processes import Server, server_group  # noqa: E402
+from processes import Server, server_group, webserver_command  # noqa: E402
 
 ASSET = "unused_fields_report"
 PARTITIONS = "unused_fields_scopes"
@@ -187,11 +187,7 @@ def grow(instance, registered: int, size: int, materialised: int) -> float:
 
 @contextmanager
 def webserver(home: Path, env: Mapping[str, str], port: int) -> Iterator[Server]:
-    args = [
-        str(Path(sys.executable).parent / "dagster-webserver"),
-        *("-w", str(PROJECT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)),
-    ]
-    with server_group("webserver", args, env, home, PROJECT) as server:
+    with server_group("webserver", webserver_command(port), env, home, PROJECT) as server:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while not location_loaded(port):
             if server.exit_code() is not None or time.monotonic() > deadline:

@@ -397,13 +397,18 @@ def _backfill_note(doc: Figures) -> str | None:
     )
 
 
-def _service_shortfall(name: str, doc: Figures) -> str | None:
-    """Where a read's time goes when a service target is missed: against the ceiling's."""
-    missed = [
+def _missed(doc: Figures, prefix: str) -> list[str]:
+    """The targets named ``prefix...`` that this run missed."""
+    return [
         key
         for key, target in doc["targets"].items()
-        if key.startswith("service_") and target["met"] is False
+        if key.startswith(prefix) and target["met"] is False
     ]
+
+
+def _service_shortfall(name: str, doc: Figures) -> str | None:
+    """Where a read's time goes when a service target is missed: against the ceiling's."""
+    missed = _missed(doc, "service_")
     two = doc.get("service", {}).get("workers_2")
     if not missed or two is None:
         return None
@@ -427,12 +432,7 @@ def _service_shortfall(name: str, doc: Figures) -> str | None:
 
 def _direct_shortfall(name: str, doc: Figures) -> str | None:
     """Where the time goes when framework / direct misses: the figures that bound the ratio."""
-    missed = [
-        target
-        for key, target in doc["targets"].items()
-        if key.startswith("framework_over_direct") and target["met"] is False
-    ]
-    if not missed:
+    if not _missed(doc, "framework_over_direct"):
         return None
     scales = sorted(doc["scales"], key=int, reverse=True)
     return " ".join(

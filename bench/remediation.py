@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
-from processes import start_server, stop_server
+from processes import daemon_command, start_server, stop_server, webserver_command
 
 from precompute_assets.core.actions import DONE, ActionLog
 from precompute_assets.core.db import create_engine_for, sqlite_url
@@ -41,7 +41,6 @@ from precompute_assets.core.report_store import ReportStore
 from precompute_assets.demo.source import DemoScale, generate_source
 
 PROJECT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 TOOL = load_tools(autoload=False)["unused_fields"]
 SCALE = DemoScale(tenants=1, spaces=4, work_items=40_000, seed=7)
 TIMEOUT_S = 300
@@ -118,18 +117,11 @@ def queued(bench: Bench, fields: int) -> dict[str, Any]:
         "PRECOMPUTE_DISABLE_PLUGIN_AUTOLOAD": "1",
         "PRECOMPUTE_DAGSTER_URL": f"http://127.0.0.1:{port}",
     }
-    workspace = str(PROJECT / "workspace.yaml")
     logs = bench.folder / "logs"
     servers = [
-        start_server(
-            "webserver",
-            [str(BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1", "-p", str(port)],
-            env, logs, PROJECT,
-        ),
-        start_server(
-            "daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace], env, logs, PROJECT
-        ),
-    ]  # fmt: skip
+        start_server("webserver", webserver_command(port), env, logs, PROJECT),
+        start_server("daemon", daemon_command(), env, logs, PROJECT),
+    ]
     webserver = DagsterWebserver(env["PRECOMPUTE_DAGSTER_URL"])
     try:
         _until(lambda: _answers(port) and _daemon_ready(webserver), "webserver and daemon")

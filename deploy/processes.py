@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STOP_GRACE_S = 15
+WORKSPACE = Path(__file__).resolve().parents[1] / "workspace.yaml"
+BIN = Path(sys.executable).parent  # this environment's console scripts
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -37,6 +39,19 @@ class Server:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         text = ANSI_ESCAPE.sub("", text)
         return f"--- last {chars} characters of {self.name} ({self.log}) ---\n{text[-chars:]}"
+
+
+def webserver_command(port: int, workspace: Path = WORKSPACE) -> list[str]:
+    """``dagster-webserver`` on ``workspace``, listening on loopback at ``port``."""
+    return [
+        *(str(BIN / "dagster-webserver"), "-w", str(workspace)),
+        *("-h", "127.0.0.1", "-p", str(port)),
+    ]
+
+
+def daemon_command(workspace: Path = WORKSPACE) -> list[str]:
+    """``dagster-daemon run`` on ``workspace``: it starts queued runs and ticks the sensors."""
+    return [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)]
 
 
 def start_server(

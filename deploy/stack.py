@@ -34,9 +34,11 @@ from dagster import DagsterInstance
 from processes import (
     Server,
     celery_worker_command,
+    daemon_command,
     start_server,
     stop_servers,
     wait_for_celery_workers,
+    webserver_command,
 )
 
 from precompute_assets.core.cache import cache_from_url, check_cache_reachable
@@ -46,7 +48,6 @@ from precompute_assets.demo.source import DemoScale, generate_source
 from precompute_assets.orchestration.runs import register_scopes
 
 PROJECT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 SCALES = {
     "demo": DemoScale(),
     "small": DemoScale(tenants=2, spaces=4, work_items=4_000, seed=3),
@@ -132,15 +133,11 @@ def check_broker_reachable() -> None:
 
 
 def start(config: StackConfig, env: Mapping[str, str]) -> list[Server]:
-    workspace = str(PROJECT / "workspace.yaml")
     # Not "logs": Dagster keeps its telemetry queue there and moves the folder away.
     logs = config.home / "server-logs"
     commands = {
-        "webserver": [
-            str(BIN / "dagster-webserver"), "-w", workspace,
-            "-h", "127.0.0.1", "-p", str(config.port),
-        ],
-        "daemon": [str(BIN / "dagster-daemon"), "run", "-w", workspace],
+        "webserver": webserver_command(config.port),
+        "daemon": daemon_command(),
         "service": [
             sys.executable, "-m", "precompute_assets.cli", "serve",
             "--host", "127.0.0.1", "--port", str(config.service_port), "--workers", "2",

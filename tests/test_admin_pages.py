@@ -22,7 +22,6 @@ import io
 import os
 import re
 import sqlite3
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -35,7 +34,7 @@ from dagster import DagsterInstance
 from live_dagster import LiveDagster, free_port, wait_for_webserver, wait_until
 from live_service import PROJECT, Service, compute_reports, running_service
 from playwright.sync_api import expect, sync_playwright
-from processes import Server, server_group
+from processes import Server, daemon_command, server_group, webserver_command
 from test_service import project_env
 
 from precompute_assets.core.actions import ActionLog
@@ -48,7 +47,6 @@ from precompute_assets.orchestration.webserver import DagsterWebserver
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
 
 CHROMIUM = "/usr/bin/chromium"
-BIN = Path(sys.executable).parent
 TOOL = "unused_fields"
 SCALE = DemoScale(tenants=2, spaces=4, work_items=4_000, seed=3)
 STORY_SCOPE = "t1-s001"  # 583 work items
@@ -143,21 +141,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         compute_reports(instance, source_url, store_url)
     keys = ApiKeys(create_engine_for(store_url))
     made = {"t1": keys.create("t1 admin", "t1")[1], "t2": keys.create("t2 admin", "t2")[1]}
-    workspace = str(PROJECT / "workspace.yaml")
     with ExitStack() as stack:
         webserver = stack.enter_context(
-            server_group(
-                "webserver",
-                [str(BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1",
-                 "-p", str(port)],
-                env, home, PROJECT,
-            )
-        )  # fmt: skip
-        daemon = stack.enter_context(
-            server_group(
-                "daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace], env, home, PROJECT
-            )
+            server_group("webserver", webserver_command(port), env, home, PROJECT)
         )
+        daemon = stack.enter_context(server_group("daemon", daemon_command(), env, home, PROJECT))
         service = stack.enter_context(running_service(env, home))
         from dagster_graphql import DagsterGraphQLClient
 

@@ -17,7 +17,6 @@ import itertools
 import os
 import signal
 import sqlite3
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -33,7 +32,7 @@ from dagster import DagsterInstance
 from dagster_graphql import DagsterGraphQLClient
 from ground_truth import comparable, unused_fields_truth
 from live_dagster import LiveDagster, free_port, wait_for_webserver, wait_until
-from processes import Server, server_group
+from processes import Server, daemon_command, server_group, webserver_command
 
 from precompute_assets.core.db import create_engine_for, sqlite_url
 from precompute_assets.core.refresh import scope_states
@@ -48,7 +47,6 @@ from precompute_assets.orchestration.runs import materialise_scope, register_sco
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
 
 PROJECT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 SCALE = DemoScale(tenants=2, spaces=8, work_items=8_000, seed=5)
 LOCATION = "live"
 TOOL = "unused_fields"
@@ -210,22 +208,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     port = free_port()
     with ExitStack() as stack:
         webserver = stack.enter_context(
-            server_group(
-                "webserver",
-                [str(BIN / "dagster-webserver"), "-w", str(workspace), *_address(port)],
-                env,
-                home,
-                PROJECT,
-            )
+            server_group("webserver", webserver_command(port, workspace), env, home, PROJECT)
         )
         daemon = stack.enter_context(
-            server_group(
-                "daemon",
-                [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)],
-                env,
-                home,
-                PROJECT,
-            )
+            server_group("daemon", daemon_command(workspace), env, home, PROJECT)
         )
         client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=60)
         deployed = Deployment(
@@ -233,10 +219,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         )
         wait_for_webserver(deployed)
         yield deployed
-
-
-def _address(port: int) -> list[str]:
-    return ["-h", "127.0.0.1", "-p", str(port)]
 
 
 def _compute_every_report(home: Path, source_url: str, store_url: str) -> set[str]:

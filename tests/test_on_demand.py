@@ -25,7 +25,7 @@ from dagster import DagsterInstance
 from dagster_graphql import DagsterGraphQLClient
 from live_dagster import LiveDagster, free_port, wait_for_webserver, wait_until
 from live_service import PROJECT, TOOL, Service, compute_reports, running_service
-from processes import Server, server_group
+from processes import Server, daemon_command, server_group, webserver_command
 from test_service import SCALE, project_env
 
 from precompute_assets.core.api_keys import ApiKeys
@@ -36,7 +36,6 @@ from precompute_assets.orchestration.webserver import DagsterWebserver
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
 
-BIN = Path(sys.executable).parent
 REQUESTS = 50
 
 
@@ -81,21 +80,11 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     scopes: dict[str, list[str]] = {}
     for known in ScopeIndex(keys.engine).scopes(TOOL):
         scopes.setdefault(known.tenant, []).append(known.scope)
-    workspace = str(PROJECT / "workspace.yaml")
     with ExitStack() as stack:
         webserver = stack.enter_context(
-            server_group(
-                "webserver",
-                [str(BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1",
-                 "-p", str(port)],
-                env, home, PROJECT,
-            )
-        )  # fmt: skip
-        daemon = stack.enter_context(
-            server_group(
-                "daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace], env, home, PROJECT
-            )
+            server_group("webserver", webserver_command(port), env, home, PROJECT)
         )
+        daemon = stack.enter_context(server_group("daemon", daemon_command(), env, home, PROJECT))
         service = stack.enter_context(running_service(env, home, workers=2))
         client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=60)
         deployed = Deployment(client, port, [webserver, daemon], service, env, home, made, scopes)

@@ -49,7 +49,7 @@ from live_dagster import (
     wait_for_webserver,
     wait_until,
 )
-from processes import Server, server_group
+from processes import Server, daemon_command, server_group, webserver_command
 
 from precompute_assets.core.db import create_engine_for, sqlite_url
 from precompute_assets.core.report_store import ReportStore
@@ -58,7 +58,6 @@ from precompute_assets.demo.source import DemoScale, generate_source
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
 
 PROJECT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 SCALE = DemoScale(tenants=2, spaces=4, work_items=4_000, seed=3)
 
 BACKFILL_TIMEOUT_S = 240
@@ -128,9 +127,8 @@ class Deployment(LiveDagster):
 
     def start_daemon(self) -> Server:
         """``dagster-daemon run``: from now on queued runs start and backfills advance."""
-        args = [str(BIN / "dagster-daemon"), "run", "-w", str(PROJECT / "workspace.yaml")]
         self.daemon = self.stack.enter_context(
-            server_group("daemon", args, self.env, self.logs_dir, PROJECT)
+            server_group("daemon", daemon_command(), self.env, self.logs_dir, PROJECT)
         )
         return self.daemon
 
@@ -176,16 +174,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     register_scopes(env, scopes_by_work_items(source_url))
 
     port = free_port()
-    webserver_args = [str(BIN / "dagster-webserver"), "-w", str(PROJECT / "workspace.yaml")]
     with ExitStack() as servers:
         webserver = servers.enter_context(
-            server_group(
-                "webserver",
-                [*webserver_args, "-h", "127.0.0.1", "-p", str(port)],
-                env,
-                home,
-                PROJECT,
-            )
+            server_group("webserver", webserver_command(port), env, home, PROJECT)
         )
         client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=60)
         deployed = Deployment(client, port, webserver, source_url, store_url, env, home, servers)

@@ -210,21 +210,17 @@ class ActionLog:
         return found, made
 
     def get(self, action_id: str) -> Action | None:
-        with connect(self.engine) as connection:
-            if not check_store_schema(connection):
-                return None
-            row = connection.execute(
-                sa.select(actions).where(actions.c.action_id == action_id)
-            ).first()
-        return None if row is None else _action(row._asdict())
+        return self._first(actions.c.action_id == action_id)
 
     def undo_of(self, action_id: str) -> Action | None:
+        return self._first(actions.c.undoes == action_id)
+
+    def _first(self, condition: sa.ColumnElement[bool]) -> Action | None:
+        """The action matching ``condition``; None if none does or the store has no tables."""
         with connect(self.engine) as connection:
             if not check_store_schema(connection):
                 return None
-            row = connection.execute(
-                sa.select(actions).where(actions.c.undoes == action_id)
-            ).first()
+            row = connection.execute(sa.select(actions).where(condition)).first()
         return None if row is None else _action(row._asdict())
 
     def recent(
